@@ -1,0 +1,65 @@
+"""The drafter interface: propose a block, learn the outcome, roll back.
+
+In the spirit of transformers' CandidateGenerator. The engine owns the committed sequence; a drafter sees it as a
+host list ``seq`` whose last element is the pending token (committed, but not yet fed to the verifier).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+
+@dataclass
+class Proposal:
+    """A drafted block.
+
+    tokens: (k',) int64 on the verifier's device, 0 <= k' <= k.
+    probs: (k', V) float32 draft distribution q at each drafted position, or None for a drafter without one
+        (rejection sampling then treats q as one-hot on the drafted token).
+    forwards: draft-model forward passes spent on this block.
+    """
+
+    tokens: torch.Tensor
+    probs: torch.Tensor | None = None
+    forwards: int = 0
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+class Drafter(ABC):
+    """Proposes up to k tokens that continue the committed sequence."""
+
+    name: ClassVar[str] = "drafter"
+    provides_probs: ClassVar[bool] = False  # Proposal.probs is filled when sampling
+    uses_model: ClassVar[bool] = False  # runs a neural network (and so has draft_calls)
+
+    @abstractmethod
+    def start(
+        self,
+        prompt_len: int,
+        *,
+        device: torch.device,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> None:
+        """Begin a new request whose prompt is the first ``prompt_len`` elements of ``seq``."""
+
+    @abstractmethod
+    def propose(self, seq: list[int], pending: torch.Tensor, k: int) -> Proposal:
+        """Draft up to ``k`` tokens after ``seq`` (host list; last element == ``pending``, a (1,) device tensor)."""
+
+    def rollback(self, n_valid: int) -> None:
+        """Only the first ``n_valid`` positions of the sequence are confirmed; forget any state beyond them."""
+
+    def vocab_size(self) -> int | None:
+        """Size of the drafter's vocabulary, or None when it has none of its own (it copies tokens)."""
+        return None
+
+    def describe(self) -> str:
+        """A short label for reports."""
+        return self.name
