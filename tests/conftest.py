@@ -6,6 +6,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+pytest_plugins = ["pytester"]
+
 # Tiny models run fastest on one thread: OpenMP's fork/join costs more than their matmuls (7x here at 2 threads).
 torch.set_num_threads(1)
 

@@ -69,6 +69,17 @@ def test_random_draft_counts_are_exact(verifier, random_draft):
     assert result.new_tokens == 1 + steps + result.accepted
     # The draft spends one forward per proposed token.
     assert result.draft_calls == result.proposed
+    # Every block was rejected outright, so the draft fed the prompt once and then one position per proposal.
+    assert result.accepted == 0
+    assert result.draft_tokens == len(PROMPTS[2]) + result.proposed
+    assert result.verifier_tokens == len(PROMPTS[2]) + result.proposed + steps
+
+
+def test_baseline_counts_are_exact(verifier):
+    result = specperf.decode(verifier, PROMPTS[0], max_new_tokens=N_NEW)
+    assert result.verifier_calls == N_NEW
+    assert result.verifier_tokens == len(PROMPTS[0]) + N_NEW - 1
+    assert result.draft_calls == 0 and result.proposed is None
     assert result.mean_accepted_length == pytest.approx(result.new_tokens / result.verifier_calls)
 
 
@@ -110,6 +121,7 @@ def test_hf_assisted_decode_matches_hf_greedy(verifier, random_draft, identical_
     result = specperf.hf_assisted_decode(verifier, PROMPTS[0], random_draft, k=4, max_new_tokens=N_NEW)
     assert result.tokens == expected
     assert result.proposed is None and result.acceptance_rate is None  # unknown, never zero
+    assert result.draft_calls is None and result.verifier_tokens is None
     same = specperf.hf_assisted_decode(verifier, PROMPTS[0], identical_draft, k=4, max_new_tokens=N_NEW)
     assert same.tokens == expected
     # A constant block of k: an identical draft fills every block, so a call emits k + 1 tokens.

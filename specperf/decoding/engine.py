@@ -114,6 +114,7 @@ def _baseline_loop(verifier: torch.nn.Module, req: _Request) -> DecodeResult:
     n = len(tokens)
     return DecodeResult(
         tokens=tokens, k=0, prompt_len=req.prompt.shape[1], verifier_calls=n, draft_calls=0,
+        verifier_tokens=req.prompt.shape[1] + n - 1, draft_tokens=0,
         proposed=None, accepted=None, accept_counts=None, position_proposed=None, position_accepted=None,
         wall_s=wall, ttft_s=ttft, stop_reason=stop,
     )
@@ -166,6 +167,7 @@ def _speculative_loop(verifier: torch.nn.Module, drafter: Drafter, k: int, req: 
     ttft = req.clock.now() - start
     seq.extend(new)
     verifier_calls, draft_calls = 1, 0
+    verifier_tokens, draft_tokens = prompt_len, 0
     while not hit_eos and len(new) < req.max_new_tokens:
         # A step emits at most k'+1 tokens: never draft past max_new_tokens.
         block_k = min(k, req.max_new_tokens - len(new) - 1)
@@ -174,12 +176,15 @@ def _speculative_loop(verifier: torch.nn.Module, drafter: Drafter, k: int, req: 
         counters.record(len(proposal), min(verdict.n_accepted, len(committed)))
         verifier_calls += 1
         draft_calls += proposal.forwards
+        verifier_tokens += len(proposal) + 1
+        draft_tokens += proposal.fed
         seq.extend(committed)
         new.extend(committed)
         pending = verdict.next_token
     wall = req.clock.now() - start
     return DecodeResult(
         tokens=new, k=k, prompt_len=prompt_len, verifier_calls=verifier_calls, draft_calls=draft_calls,
+        verifier_tokens=verifier_tokens, draft_tokens=draft_tokens,
         proposed=counters.proposed, accepted=counters.accepted, accept_counts=counters.accept_counts,
         position_proposed=counters.position_proposed, position_accepted=counters.position_accepted,
         wall_s=wall, ttft_s=ttft, stop_reason="eos" if hit_eos else "length",

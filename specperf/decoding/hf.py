@@ -121,6 +121,7 @@ def hf_assisted_decode(
     ttft = (streamer.first_token_at - start) if streamer.first_token_at is not None else wall
     return DecodeResult(
         tokens=tokens, k=k, prompt_len=prompt.shape[1], verifier_calls=len(streamer.step_sizes),
-        draft_calls=0, proposed=None, accepted=accepted, accept_counts=counts, position_proposed=None,
-        position_accepted=None, wall_s=wall, ttft_s=ttft, stop_reason=stop, backend="hf-assisted",
+        draft_calls=None, verifier_tokens=None, draft_tokens=None,  # not exposed by transformers
+        proposed=None, accepted=accepted, accept_counts=counts, position_proposed=None, position_accepted=None,
+        wall_s=wall, ttft_s=ttft, stop_reason=stop, backend="hf-assisted",
     )

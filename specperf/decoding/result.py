@@ -17,7 +17,9 @@ class DecodeResult:
     k: int  # block size asked for (0 for verifier-only decoding)
     prompt_len: int
     verifier_calls: int  # verifier forward passes, prefill included
-    draft_calls: int  # draft forward passes, draft prefill included (0 without a model drafter)
+    draft_calls: int | None  # draft forward passes, draft prefill included (0 without a model drafter)
+    verifier_tokens: int | None  # token positions the verifier processed (prompt + every verified block)
+    draft_tokens: int | None  # token positions the draft model processed
     proposed: int | None  # draft tokens proposed
     accepted: int | None  # draft tokens accepted by the verifier and emitted
     accept_counts: list[int] | None  # [i] = verification steps that accepted exactly i draft tokens (gpt-fast)

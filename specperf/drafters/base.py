@@ -21,11 +21,13 @@ class Proposal:
     probs: (k', V) float32 draft distribution q at each drafted position, or None for a drafter without one
         (rejection sampling then treats q as one-hot on the drafted token).
     forwards: draft-model forward passes spent on this block.
+    fed: token positions those forward passes processed (the unseen committed tokens, then one per draft step).
     """
 
     tokens: torch.Tensor
     probs: torch.Tensor | None = None
     forwards: int = 0
+    fed: int = 0
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])

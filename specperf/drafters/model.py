@@ -48,6 +48,7 @@ class ModelDrafter(Drafter):
     def propose(self, seq: list[int], pending: torch.Tensor, k: int) -> Proposal:
         unseen = torch.tensor(seq[self._fed : len(seq) - 1], dtype=torch.long, device=self._device)
         step_input = torch.cat([unseen, pending]).unsqueeze(0)  # (1, m + 1)
+        fed = step_input.shape[1] + k - 1
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
         for i in range(k):
@@ -62,6 +63,7 @@ class ModelDrafter(Drafter):
             tokens=torch.cat(tokens),  # (k,)
             probs=torch.cat(probs) if probs else None,  # (k, V)
             forwards=k,
+            fed=fed,
         )
 
     def rollback(self, n_valid: int) -> None:

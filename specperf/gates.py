@@ -1,0 +1,143 @@
+"""Regression gates: absolute floors, and drops relative to an earlier ``--benchmark-json``. Free of torch and pytest.
+
+Two kinds of metric, two kinds of rule:
+- work metrics (acceptance, agreement, tokens per verifier call, FLOP speedup, exact match) are deterministic for
+  greedy decoding, so a tiny tolerance catches a real change on any machine;
+- timing metrics (speedup) are noisy on shared machines, so the gate compares per-round speedups of the old and new
+  run with a one-sided Mann-Whitney test and fails only when the drop is both significant and large.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from specperf.config import Floors, Thresholds, TimingGate, Tolerances
+from specperf.errors import ConfigError
+from specperf.metrics import mann_whitney_u
+
+FLOORS = {  # floor key -> extra_info metric it bounds from below
+    "min_speedup": "speedup",
+    "min_flop_speedup": "flop_speedup",
+    "min_acceptance": "acceptance_aggregate",
+    "min_agreement": "alpha",
+    "min_exact_match": "exact_match_rate",
+}
+# (metric, tolerance field, rule): "abs" = may drop by at most t, "rel" = by at most t * old, "rise" = may rise
+# by at most t * old (lower is better).
+RELATIVE = (
+    ("acceptance_aggregate", "acceptance", "abs"),
+    ("alpha", "agreement", "abs"),
+    ("mean_accepted_length", "mean_accepted_length", "rel"),
+    ("verifier_calls_per_token", "verifier_calls_per_token", "rise"),
+    ("flop_speedup", "flop_speedup", "rel"),
+    ("exact_match_rate", "exact_match_rate", "abs"),
+)
+
+
+class RegressionDetected(AssertionError):
+    """A gate failed; the message names the case, the metric, the old and new values and the allowed bound."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    case: str
+    metric: str
+    value: float
+    bound: float
+    old: float | None = None
+    detail: str = ""
+
+    def message(self) -> str:
+        old = f"baseline run {self.old:.4g} -> " if self.old is not None else ""
+        extra = f" ({self.detail})" if self.detail else ""
+        return (f"{self.case}: {self.metric} regressed: {old}now {self.value:.4g}, allowed bound "
+                f"{self.bound:.4g}{extra}")
+
+
+def check_floors(case_id: str, values: Mapping[str, Any], floors: Floors) -> list[Violation]:
+    """Absolute floors from the thresholds; a metric the case cannot measure (None) is not gated."""
+    found = []
+    for key, metric in FLOORS.items():
+        bound, value = getattr(floors, key), values.get(metric)
+        if bound is not None and value is not None and value < bound:
+            found.append(Violation(case_id, metric, value, bound, detail=f"{key} = {bound}"))
+    return found
+
+
+def _bound(old: float, tolerance: float, rule: str) -> float:
+    if rule == "abs":
+        return old - tolerance
+    if rule == "rel":
+        return old * (1 - tolerance)
+    return old * (1 + tolerance)
+
+
+def check_relative(case_id: str, new: Mapping[str, Any], old: Mapping[str, Any],
+                   tolerances: Tolerances) -> list[Violation]:
+    """Deterministic work metrics against the baseline run, each within its tolerance."""
+    found = []
+    for metric, field_name, rule in RELATIVE:
+        before, now = old.get(metric), new.get(metric)
+        if before is None or now is None:
+            continue
+        bound = _bound(before, getattr(tolerances, field_name), rule)
+        worse = now > bound if rule == "rise" else now < bound
+        if worse:
+            found.append(Violation(case_id, metric, now, bound, old=before,
+                                   detail=f"tolerance {getattr(tolerances, field_name)} ({rule})"))
+    return found
+
+
+def check_timing(case_id: str, new_rounds: list[float], old_rounds: list[float],
+                 gate: TimingGate) -> list[Violation]:
+    """Per-round speedups: fail only on a drop that is significant (one-sided Mann-Whitney) and large."""
+    if len(new_rounds) < 2 or len(old_rounds) < 2:
+        return []
+    old_median, new_median = statistics.median(old_rounds), statistics.median(new_rounds)
+    bound = old_median * (1 - gate.min_effect)
+    if new_median >= bound:
+        return []
+    _, p_value = mann_whitney_u(new_rounds, old_rounds, alternative="less")
+    if p_value >= gate.alpha:
+        return []
+    return [Violation(case_id, "speedup", new_median, bound, old=old_median,
+                      detail=f"median of {len(new_rounds)} paired rounds; Mann-Whitney p = {p_value:.3g} < "
+                             f"alpha {gate.alpha}, drop > min_effect {gate.min_effect:.0%}")]
+
+
+def evaluate(case_id: str, draft: str, new: Mapping[str, Any], old: Mapping[str, Any] | None,
+             thresholds: Thresholds) -> list[Violation]:
+    """Every gate that applies to one draft case."""
+    found = check_floors(case_id, new, thresholds.floors_for(draft))
+    if old is not None:
+        found += check_relative(case_id, new, old, thresholds.tolerances)
+        found += check_timing(case_id, list(new.get("speedup_rounds") or []), list(old.get("speedup_rounds") or []),
+                              thresholds.timing)
+    return found
+
+
+def load_baseline(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Case id -> extra_info of an earlier ``--benchmark-json`` file written by specperf."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"baseline file {file} does not exist; pass a --benchmark-json file from an earlier run")
+    try:
+        data = json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"baseline file {file} is not valid JSON ({exc}); pass a --benchmark-json output") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ConfigError(f"baseline file {file} has no 'benchmarks' list: it is not a pytest-benchmark JSON file")
+    cases = {}
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info") if isinstance(bench, dict) else None
+        if isinstance(info, dict) and isinstance(info.get("case_id"), str):
+            cases[info["case_id"]] = info
+    if not cases:
+        raise ConfigError(f"baseline file {file} holds no specperf cases (no extra_info.case_id); was it written by "
+                          "`pytest perf/ --benchmark-json=...` with specperf installed?")
+    return cases

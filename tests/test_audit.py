@@ -1,0 +1,55 @@
+"""The audit recomputes greedy acceptance independently of the engine; both must agree exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import specperf
+from specperf.audit import audit_drafter, audit_model_draft, replay_blocks
+from tests.conftest import PROMPTS, clone_weights
+
+
+@pytest.fixture(scope="module")
+def noisy_draft(verifier):
+    """The verifier with noise on its last block: it agrees with the verifier often, not always."""
+    draft = clone_weights(verifier)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in draft.transformer.h[1].mlp.parameters():
+            weight.add_(torch.randn(weight.shape, generator=generator) * 0.25)
+    return draft
+
+
+def test_replay_blocks_by_hand():
+    # Emitted tokens 1..8 (token 0 is the prefill's). k = 3:
+    # step at pos 1: matches[0:3] = T, T, F -> accepts 2, emits 3 tokens; pos 4
+    # step at pos 4: matches[3:6] = T, T, T -> accepts 3, emits 4 tokens; pos 8
+    # step at pos 8: budget 9 - 8 - 1 = 0 drafts -> a plain verifier step, not counted
+    matches = [True, True, False, True, True, True, False, True]
+    assert replay_blocks(matches, 3, 9) == (6, 5, [0, 0, 1, 1])
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("prompt", PROMPTS, ids=["repeat", "one-token", "long"])
+def test_model_audit_equals_engine_counters(verifier, noisy_draft, k, prompt):
+    draft = noisy_draft
+    result = specperf.decode(verifier, prompt, drafter=specperf.ModelDrafter(draft), k=k, max_new_tokens=30)
+    audit = audit_model_draft(draft, prompt, result.tokens, k=k, max_new_tokens=30)
+    assert (audit.proposed, audit.accepted, audit.accept_counts) == (
+        result.proposed, result.accepted, result.accept_counts)
+    assert 0 < result.accepted < result.proposed, "the test needs partial acceptance to mean anything"
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_prompt_lookup_audit_equals_engine_counters(verifier, k):
+    for prompt in PROMPTS:
+        result = specperf.decode(verifier, prompt, drafter=specperf.PromptLookupDrafter(), k=k, max_new_tokens=30)
+        audit = audit_drafter(specperf.PromptLookupDrafter(), prompt, result.tokens, k=k, max_new_tokens=30)
+        assert (audit.proposed, audit.accepted) == (result.proposed, result.accepted)
+
+
+def test_agreement_of_an_identical_draft_is_one(verifier, identical_draft):
+    result = specperf.decode(verifier, PROMPTS[0], max_new_tokens=20)
+    audit = audit_model_draft(identical_draft, PROMPTS[0], result.tokens, k=4, max_new_tokens=20)
+    assert audit.agreement == 1.0 and audit.acceptance == 1.0

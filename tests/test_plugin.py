@@ -1,0 +1,160 @@
+"""The pytest plugin end to end, with pytester: options, ids, the JSON contract, gates, hooks, errors, loads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from specperf.models import LOAD_COUNTS
+
+PERF_TESTS = (Path(__file__).resolve().parents[1] / "perf" / "test_speculative.py").read_text()
+
+SUITE = """
+verifier: embedded:verifier
+device: cpu
+threads: 1
+drafts:
+  - name: small
+    model: embedded:draft-small
+  - name: lookup
+    drafter: prompt-lookup
+  - name: small-hf
+    model: embedded:draft-small
+    engine: hf
+k: [2, 3]
+dataset:
+  source: embedded
+  slices: ["0:2"]
+generation:
+  max_new_tokens: 12
+timing:
+  rounds: 2
+  warmup_rounds: 1
+thresholds:
+  default:
+    min_exact_match: 1.0
+"""
+
+CONTRACT = (
+    "verifier draft k slice device dtype n_requests new_tokens latency_p50 latency_p95 throughput_p50 "
+    "throughput_p95 throughput_p5 ttft_p50 tpot_p50 speedup speedup_aggregate acceptance_mean acceptance_p50 "
+    "acceptance_p95 acceptance_aggregate agreement_mean agreement_p50 agreement_p95 mean_accepted_length "
+    "position_acceptance accept_counts exact_match_rate alpha cost_ratio expected_speedup efficiency "
+    "verifier_calls_per_token flops_per_token flop_speedup"
+).split()
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".yaml", suite=SUITE)
+    pytester.makepyfile(test_perf=PERF_TESTS)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_inprocess("--specperf-config=suite.yaml", "-p", "no:randomly", *args)
+
+
+def test_options_appear_in_help(pytester):
+    result = pytester.runpytest_inprocess("--help")
+    result.stdout.fnmatch_lines(["*specperf: speculative decoding benchmarks*", "*--specperf-config=PATH*",
+                                 "*--specperf-k=K*", "*--specperf-baseline=PATH*", "*--specperf-report=DIR*"])
+
+
+def test_ids_are_stable(suite):
+    result = run(suite, "--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "test_perf.py::test_baseline[baseline-0:2]",
+        "test_perf.py::test_speculative[small-k2-0:2]",
+        "test_perf.py::test_speculative[small-k3-0:2]",
+        "test_perf.py::test_speculative[lookup-k2-0:2]",
+        "test_perf.py::test_speculative[small-hf-k3-0:2]",
+    ])
+
+
+def test_command_line_narrows_the_matrix(suite):
+    result = run(suite, "--collect-only", "-q", "--specperf-drafts=lookup", "--specperf-k=5")
+    result.stdout.fnmatch_lines(["*test_speculative[[]lookup-k5-0:2[]]*", "*2 tests collected*"])
+
+
+def test_json_carries_every_documented_key(suite):
+    before = dict(LOAD_COUNTS)
+    result = run(suite, "--benchmark-json=out.json")
+    result.assert_outcomes(passed=7)
+    data = json.loads((suite.path / "out.json").read_text())
+    cases = {b["extra_info"]["case_id"]: b["extra_info"] for b in data["benchmarks"]}
+    assert set(cases) == {"baseline-0:2", "small-k2-0:2", "small-k3-0:2", "lookup-k2-0:2", "lookup-k3-0:2",
+                          "small-hf-k2-0:2", "small-hf-k3-0:2"}
+    for case_id, info in cases.items():
+        if case_id.startswith("baseline"):
+            continue
+        missing = [key for key in CONTRACT if key not in info]
+        assert not missing, f"{case_id} lacks {missing}"
+        assert info["exact_match_rate"] == 1.0
+    # The HF engine hides its counters: acceptance comes from the audit, never a fake zero.
+    assert cases["small-hf-k2-0:2"]["acceptance_aggregate"] == cases["small-k2-0:2"]["acceptance_aggregate"]
+    specperf_info = data["machine_info"]["specperf"]
+    assert {"torch", "transformers", "cuda", "gpu", "config_hash"} <= set(specperf_info)
+    # Each model loaded once for the whole session, whatever the number of cases.
+    loads = {key: LOAD_COUNTS[key] - before.get(key, 0) for key in LOAD_COUNTS}
+    assert loads[("embedded:verifier", "cpu", "float32")] == 1
+    assert loads[("embedded:draft-small", "cpu", "float32")] == 1
+    result.stdout.fnmatch_lines(["*performance per case*", "*acceptance per draft*"])
+
+
+def test_floor_violation_fails_with_its_message(suite):
+    suite.makefile(".yaml", thresholds="default:\n  min_acceptance: 0.99\n")
+    result = run(suite, "--specperf-thresholds=thresholds.yaml", "--specperf-drafts=small", "--specperf-k=2")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*RegressionDetected: small-k2-0:2: acceptance_aggregate regressed*"
+                                 "allowed bound 0.99*min_acceptance*"])
+
+
+def test_baseline_gate_catches_an_acceptance_drop_and_passes_a_rerun(suite):
+    narrow = ("--specperf-drafts=small,lookup", "--specperf-k=2")
+    run(suite, "--benchmark-json=old.json", *narrow).assert_outcomes(passed=3)
+    run(suite, "--specperf-baseline=old.json", *narrow).assert_outcomes(passed=3)
+    data = json.loads((suite.path / "old.json").read_text())
+    for bench in data["benchmarks"]:
+        if bench["extra_info"]["case_id"] == "small-k2-0:2":
+            bench["extra_info"]["acceptance_aggregate"] += 0.05
+    (suite.path / "inflated.json").write_text(json.dumps(data))
+    result = run(suite, "--specperf-baseline=inflated.json", *narrow)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*small-k2-0:2: acceptance_aggregate regressed: baseline run*"])
+
+
+def test_record_hook_is_called(suite):
+    suite.makeconftest("""
+        import json
+        def pytest_specperf_record(config, case, metrics, extra_info):
+            with open("recorded.jsonl", "a") as f:
+                f.write(json.dumps({"case": case.id, "speedup": metrics.get("speedup")}) + "\\n")
+    """)
+    run(suite, "--specperf-drafts=lookup", "--specperf-k=2").assert_outcomes(passed=2)
+    lines = [json.loads(x) for x in (suite.path / "recorded.jsonl").read_text().splitlines()]
+    assert [x["case"] for x in lines] == ["baseline-0:2", "lookup-k2-0:2"]
+    assert lines[1]["speedup"] > 0
+
+
+def test_bad_yaml_is_a_usage_error(pytester):
+    pytester.makefile(".yaml", suite="verifier: [unclosed\n")
+    result = pytester.runpytest_inprocess("--specperf-config=suite.yaml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*specperf:*suite.yaml*line*"])
+
+
+def test_bad_option_values_are_refused(pytester):
+    result = pytester.runpytest_inprocess("--specperf-k=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--specperf-k*each k must be in 1..64*"])
+    result = pytester.runpytest_inprocess("--specperf-config=missing.yaml")
+    result.stderr.fnmatch_lines(["*no such file: missing.yaml*"])
+
+
+def test_report_option_writes_a_summary(suite):
+    run(suite, "--specperf-drafts=lookup", "--specperf-k=2", "--specperf-report=rep").assert_outcomes(passed=2)
+    text = (suite.path / "rep" / "summary.md").read_text()
+    assert "lookup-k2-0:2" in text and "Acceptance per draft" in text
