@@ -84,7 +84,9 @@ class TimingGate:
     """The noise-aware timing gate: fail only on a significant AND large slowdown."""
 
     alpha: float = 0.01  # one-sided Mann-Whitney significance level, 0 < alpha < 1
-    min_effect: float = 0.15  # smallest relative speedup drop that may fail, 0..1
+    # Smallest relative speedup drop that may fail, 0..1. Paired per-round speedups of unchanged code moved by up to
+    # ~20% between whole runs on a shared 2-core CPU; a dedicated GPU runner can tighten this in its thresholds file.
+    min_effect: float = 0.25
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(_SESSION, None)
     if state is None or state.options.report_dir is None or not state.results:
         return
-    from specperf.report import write_summary
+    from specperf.environment import environment_info
+    from specperf.report import write_report, write_summary
 
     write_summary(state.results, state.options.report_dir)
+    path = write_report(state.results, state.options.report_dir,
+                        machine_info={"specperf": environment_info(state.config)})
+    log.info("specperf report written to %s", path)

@@ -1,27 +1,67 @@
-"""Reports written from recorded metrics. Writes go to a temporary file first, then rename: never half-written."""
+"""Reports written from recorded metrics. Writes go to a temporary file first, then rename: never half-written.
+
+:func:`write_summary` is the plugin's ``--specperf-report`` summary (tables only). :func:`write_report` (and
+:func:`report_from_json`, its entry point for a ``--benchmark-json`` file) writes a whole report directory:
+
+- ``performance.md``/``.csv``, ``acceptance.md``/``.csv``, ``theory.md``/``.csv``: the three tables of
+  :mod:`specperf.tables` (markdown formatted, CSV at full precision);
+- PNG plots (matplotlib's Agg canvas, never a GUI backend): see :data:`PLOTS`;
+- ``report.md``: the tables, the plots, the run's machine and commit; readable as is on GitHub.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import logging
+import math
 import os
+import re
 import tempfile
-from collections.abc import Mapping
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from specperf.tables import acceptance_table, performance_table
+from specperf.errors import ConfigError
+from specperf.tables import (ACCEPTANCE_COLUMNS, PERFORMANCE_COLUMNS, THEORY_COLUMNS, Column, acceptance_table,
+                             case_model, case_speedup, is_draft_case, markdown_table, performance_table, table_rows)
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+Cases = Mapping[str, Mapping[str, Any]]
+DPI = 110
+_MAX_WIDTH_IN = 16.0  # a figure wider than this is unreadable on a GitHub page anyway
+_LABEL_WIDTH = 22  # characters per tick-label line: fits embedded:draft-medium, wraps long hub ids at '/'
+_HEADROOM = 1.3  # y range above the tallest bar: room for the bar labels and a one-row legend
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the whole new one, never a part."""
+# =========================================================================== atomic writes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the whole new one, never a part."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically, as :func:`atomic_write_bytes`."""
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 def write_summary(results: Mapping[str, Mapping[str, Any]], out_dir: Path) -> Path:
@@ -31,3 +71,422 @@ def write_summary(results: Mapping[str, Mapping[str, Any]], out_dir: Path) -> Pa
     path = Path(out_dir) / "summary.md"
     atomic_write(path, "\n".join(lines))
     return path
+
+
+# =========================================================================== reading --benchmark-json
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """The specperf part of a pytest-benchmark ``--benchmark-json`` file."""
+
+    path: Path
+    cases: dict[str, dict[str, Any]]  # case id -> extra_info
+    machine_info: dict[str, Any] = field(default_factory=dict)
+    commit_info: dict[str, Any] = field(default_factory=dict)
+    datetime: str | None = None
+
+
+def _read_json(file: Path) -> Any:
+    if not file.is_file():
+        raise ConfigError(f"benchmark file {file} does not exist; fix: pass the file written by "
+                          "`pytest perf/ --benchmark-json=FILE`")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"benchmark file {file} is not valid JSON ({exc}); fix: pass the file written by "
+                          "`pytest perf/ --benchmark-json=FILE` (was the run interrupted?)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read benchmark file {file} ({exc.strerror or exc}); "
+                          "fix: pass a readable file") from None
+
+
+def load_bench_json(path: str | Path) -> BenchRun:
+    """Read a ``--benchmark-json`` file: its specperf cases (keyed by ``extra_info.case_id``), machine and commit.
+
+    Entries without a ``case_id`` (other benchmarks in the same run) are skipped. A missing or malformed file, or
+    one without specperf cases, is a ConfigError that says what to pass instead.
+    """
+    file = Path(path)
+    data = _read_json(file)
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ConfigError(f"benchmark file {file} has no 'benchmarks' list: it is not a pytest-benchmark JSON "
+                          "file; fix: pass the file written by `pytest perf/ --benchmark-json=FILE`")
+    cases: dict[str, dict[str, Any]] = {}
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info") if isinstance(bench, dict) else None
+        if isinstance(info, dict) and isinstance(info.get("case_id"), str):
+            cases[info["case_id"]] = info
+    if not cases:
+        raise ConfigError(f"benchmark file {file} holds no specperf cases (no extra_info.case_id); fix: write it "
+                          "with `pytest perf/ --benchmark-json=FILE` with specperf installed")
+    machine, commit = data.get("machine_info"), data.get("commit_info")
+    return BenchRun(file, cases, machine if isinstance(machine, dict) else {},
+                    commit if isinstance(commit, dict) else {}, data.get("datetime"))
+
+
+# =========================================================================== tables
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    stem: str  # file name without suffix
+    heading: str
+    columns: tuple[Column, ...]
+    drafts_only: bool
+
+
+TABLES = (
+    TableSpec("performance", "Performance per case", PERFORMANCE_COLUMNS, False),
+    TableSpec("acceptance", "Acceptance per draft case", ACCEPTANCE_COLUMNS, True),
+    TableSpec("theory", "Speculative decoding against theory", THEORY_COLUMNS, True),
+)
+
+
+def _csv_text(cases: Cases, spec: TableSpec) -> str:
+    """Full precision (repr of each float), empty cell for a missing value."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([col.title for col in spec.columns])
+    for row in table_rows(cases, spec.columns, drafts_only=spec.drafts_only):
+        writer.writerow(["" if value is None else value for value in row])
+    return buffer.getvalue()
+
+
+def _write_tables(cases: Cases, out_dir: Path) -> list[str]:
+    """Write each table as .md and .csv; return report.md's table section."""
+    section: list[str] = []
+    for spec in TABLES:
+        lines = markdown_table(cases, spec.columns, drafts_only=spec.drafts_only)
+        atomic_write(out_dir / f"{spec.stem}.md", "\n".join([f"# {spec.heading}", "", *lines, ""]))
+        atomic_write(out_dir / f"{spec.stem}.csv", _csv_text(cases, spec))
+        if len(lines) == 2:  # header and rule only
+            lines = ["_No draft cases in this run._"]
+        section += [f"## {spec.heading}", "", *lines, "", f"CSV: [{spec.stem}.csv]({spec.stem}.csv)", ""]
+    return section
+
+
+# =========================================================================== plot helpers
+
+
+def _num(value: Any) -> float:
+    """A plottable float: NaN for None or anything that is not a number (matplotlib leaves a gap)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def _has_values(values: Iterable[Any]) -> bool:
+    return any(math.isfinite(_num(v)) for v in values)
+
+
+def _wrap(text: str, width: int = _LABEL_WIDTH) -> str:
+    """Wrap a long hub id or case id for a tick label; prefer breaks after '/', then '-'."""
+    pieces = re.findall(r"[^/\-]+[/\-]?|[/\-]", text)
+    lines, current = [], ""
+    for piece in pieces:
+        if current and len(current) + len(piece) > width:
+            lines.append(current)
+            current = ""
+        current += piece
+    lines.append(current)
+    return "\n".join(part for line in lines for part in textwrap.wrap(line, width) or [""])
+
+
+def _label(case_id: str, info: Mapping[str, Any]) -> str:
+    model = case_model(info)
+    text = _wrap(case_id)
+    return text if model in case_id else f"{text}\n({_wrap(model)})"
+
+
+def _unique(cases: Cases, key: str) -> list[str]:
+    return list(dict.fromkeys(str(info[key]) for info in cases.values() if info.get(key) is not None))
+
+
+def run_context(cases: Cases) -> str:
+    """'verifier V | device D (dtype) | slice S': what every plot title names."""
+    verifier = ", ".join(_unique(cases, "verifier")) or "?"
+    device = ", ".join(_unique(cases, "device")) or "?"
+    dtype = ", ".join(_unique(cases, "dtype"))
+    slices = _unique(cases, "slice")
+    noun = "slice" if len(slices) == 1 else "slices"
+    return (f"verifier {verifier} | device {device}{f' ({dtype})' if dtype else ''} | "
+            f"{noun} {', '.join(slices) or '?'}")
+
+
+def _new_figure(n_groups: int, height: float = 4.8, width: float | None = None) -> tuple[Figure, Axes]:
+    """A Figure on the Agg canvas: pyplot is never imported, so no GUI backend and no global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if width is None:  # room for each group's wrapped tick label
+        width = min(_MAX_WIDTH_IN, max(6.4, 1.1 * n_groups + 2.5))
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _finish(fig: Figure, ax: Axes, title: str, cases: Cases, *, rotate: bool = False) -> Figure:
+    lines = [title, run_context(cases)]
+    ax.set_title("\n".join(textwrap.fill(line, 100) for line in lines), fontsize=10)
+    if rotate:
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(30)
+            tick.set_horizontalalignment("right")
+            tick.set_rotation_mode("anchor")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _grouped_bars(cases: Cases, series: Sequence[tuple[str, Callable[[Mapping[str, Any]], Any]]],
+                  ylabel: str, title: str, *, ylim: tuple[float, float] | None = None) -> Figure:
+    """One group per case, one bar per series; missing values leave a gap."""
+    import numpy as np
+
+    labels = [_label(case_id, info) for case_id, info in cases.items()]
+    fig, ax = _new_figure(len(labels))
+    x, width = np.arange(len(labels)), 0.8 / len(series)
+    tallest = 0.0
+    for i, (name, get) in enumerate(series):
+        values = [_num(get(info)) for info in cases.values()]
+        tallest = max([tallest, *(v for v in values if math.isfinite(v))])
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_xlabel("case (model)")
+    ax.set_ylabel(ylabel)
+    if ylim is None and tallest > 0:
+        ylim = (0.0, tallest * _HEADROOM)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=8, loc="upper left", ncols=len(series))
+    return _finish(fig, ax, title, cases, rotate=len(labels) > 3)
+
+
+# =========================================================================== the plots
+
+
+Plot = Callable[[Cases], "Figure | str"]  # a figure, or the reason it was skipped
+
+
+def _draft_cases(cases: Cases) -> dict[str, Mapping[str, Any]]:
+    return {case_id: info for case_id, info in cases.items() if is_draft_case(info)}
+
+
+def plot_latency(cases: Cases) -> Figure | str:
+    """Latency p50 and p95 per case, baseline included."""
+    if not _has_values(v for info in cases.values() for v in (info.get("latency_p50"), info.get("latency_p95"))):
+        return "no case reports latency_p50 or latency_p95"
+    return _grouped_bars(cases, [("p50", lambda i: i.get("latency_p50")), ("p95", lambda i: i.get("latency_p95"))],
+                         "latency per request (s/token)", "Latency p50 and p95 per case (lower is better)")
+
+
+def plot_throughput(cases: Cases) -> Figure | str:
+    """Throughput p50 and p95 per case, baseline included."""
+    keys = ("throughput_p50", "throughput_p95")
+    if not _has_values(info.get(key) for info in cases.values() for key in keys):
+        return "no case reports throughput_p50 or throughput_p95"
+    return _grouped_bars(cases, [("p50", lambda i: i.get(keys[0])), ("p95", lambda i: i.get(keys[1]))],
+                         "throughput per request (tokens/s)", "Throughput p50 and p95 per case (higher is better)")
+
+
+def plot_speedup(cases: Cases) -> Figure | str:
+    """Speedup of each draft case over verifier-only decoding, with the 1.0x line."""
+    drafts = _draft_cases(cases)
+    if not _has_values(info.get("speedup") for info in drafts.values()):
+        return "no draft case reports speedup"
+    fig = _grouped_bars(drafts, [("speedup (p50 latency ratio)", case_speedup)],
+                        "speedup over verifier-only decoding (x)", "Speedup per draft case")
+    ax = fig.axes[0]
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="verifier-only baseline (1.0x)")
+    ax.set_ylim(0.0, max(ax.get_ylim()[1], _HEADROOM))  # the 1.0x line stays in view when every case is slower
+    ax.legend(fontsize=8, loc="upper left", ncols=2)
+    return fig
+
+
+def plot_acceptance(cases: Cases) -> Figure | str:
+    """Draft acceptance (accepted / proposed) and per-token agreement alpha, side by side per draft case."""
+    drafts = _draft_cases(cases)
+    if not _has_values(info.get(key) for info in drafts.values() for key in ("acceptance_aggregate", "alpha")):
+        return "no draft case reports acceptance_aggregate or alpha"
+    series = [("draft acceptance (accepted / proposed)", lambda i: i.get("acceptance_aggregate")),
+              ("agreement alpha (per token)", lambda i: i.get("alpha"))]
+    return _grouped_bars(drafts, series, "rate (fraction of draft tokens, 0..1)",
+                         "Draft acceptance and agreement per draft case", ylim=(0.0, 1.25))
+
+
+def plot_speedup_vs_k(cases: Cases) -> Figure | str:
+    """Speedup against block size k: one line per draft (and slice, when there are several)."""
+    drafts = _draft_cases(cases)
+    slices = _unique(drafts, "slice")
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for info in drafts.values():
+        k, speedup = _num(info.get("k")), _num(info.get("speedup"))
+        if math.isfinite(k) and math.isfinite(speedup):
+            name = str(info.get("draft")) + (f" ({info.get('slice')})" if len(slices) > 1 else "")
+            lines.setdefault(name, []).append((k, speedup))
+    if not lines:
+        return "no draft case reports both k and speedup"
+    fig, ax = _new_figure(0, width=8.0)
+    for name, points in lines.items():
+        ks, speedups = zip(*sorted(points))
+        ax.plot(ks, speedups, marker="o", label=name)
+    ax.set_xticks(sorted({k for points in lines.values() for k, _ in points}))
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="verifier-only (1.0x)")
+    ax.set_xlabel("block size k (draft tokens per verifier call)")
+    ax.set_ylabel("speedup over verifier-only decoding (x)")
+    ax.legend(fontsize=8)
+    return _finish(fig, ax, "Speedup against block size k", cases)
+
+
+def plot_position_acceptance(cases: Cases) -> Figure | str:
+    """Acceptance at each block position, one line per draft case."""
+    curves = {case_id: [_num(v) for v in info["position_acceptance"]]
+              for case_id, info in _draft_cases(cases).items()
+              if isinstance(info.get("position_acceptance"), list) and _has_values(info["position_acceptance"])}
+    if not curves:
+        return "no draft case reports position_acceptance (e.g. transformers' assisted generation hides it)"
+    fig, ax = _new_figure(0, width=8.0)
+    for case_id, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", label=case_id)
+    ax.set_xticks(range(1, max(len(c) for c in curves.values()) + 1))
+    ax.set_ylim(0.0, 1.05)
+    ax.set_xlabel("block position (1 = first draft token)")
+    ax.set_ylabel("acceptance at position (fraction, 0..1)")
+    ax.legend(fontsize=7, ncols=2 if len(curves) > 6 else 1)
+    return _finish(fig, ax, "Per-position draft acceptance", cases)
+
+
+def plot_expected_speedup(cases: Cases) -> Figure | str:
+    """Measured speedup against Leviathan's expected speedup, with the y = x line."""
+    points = {case_id: (_num(info.get("expected_speedup")), _num(info.get("speedup")))
+              for case_id, info in _draft_cases(cases).items()}
+    points = {c: p for c, p in points.items() if all(math.isfinite(v) for v in p)}
+    if not points:
+        return "no draft case reports both expected_speedup and speedup"
+    fig, ax = _new_figure(0, height=6.4, width=7.6)  # square-ish, so y = x reads as the diagonal
+    xs, ys = zip(*points.values())
+    ax.scatter(xs, ys, zorder=3)
+    for case_id, (x, y) in points.items():
+        ax.annotate(case_id, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    lo, hi = min(0.0, *xs, *ys), max(*xs, *ys) * 1.1
+    ax.plot([lo, hi], [lo, hi], color="gray", linestyle="--", linewidth=1, label="measured = expected")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("expected speedup, Leviathan et al. with measured costs (x)")
+    ax.set_ylabel("measured speedup (x)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _finish(fig, ax, "Measured against expected speedup", cases)
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    stem: str  # file name without .png
+    title: str
+    make: Plot
+
+
+PLOTS = (
+    PlotSpec("latency", "Latency p50 and p95 per case", plot_latency),
+    PlotSpec("throughput", "Throughput p50 and p95 per case", plot_throughput),
+    PlotSpec("speedup", "Speedup per draft case", plot_speedup),
+    PlotSpec("acceptance", "Draft acceptance and agreement", plot_acceptance),
+    PlotSpec("speedup_vs_k", "Speedup against block size k", plot_speedup_vs_k),
+    PlotSpec("position_acceptance", "Per-position acceptance", plot_position_acceptance),
+    PlotSpec("expected_speedup", "Measured against expected speedup", plot_expected_speedup),
+)
+
+
+def _write_plots(cases: Cases, out_dir: Path) -> list[str]:
+    """Write every plot that has data; return report.md's plot section (skipped plots say why)."""
+    section, skipped = ["## Plots", ""], []
+    for spec in PLOTS:
+        result = spec.make(cases)
+        if isinstance(result, str):
+            skipped.append(f"- {spec.title} (`{spec.stem}.png`): skipped, {result}.")
+            log.info("plot %s skipped: %s", spec.stem, result)
+            continue
+        _save(result, out_dir / f"{spec.stem}.png")
+        section += [f"### {spec.title}", "", f"![{spec.title}]({spec.stem}.png)", ""]
+    if skipped:
+        section += ["### Skipped plots", "", *skipped, ""]
+    return section
+
+
+# =========================================================================== report.md
+
+
+def _machine_rows(machine_info: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), Mapping) else {}
+    extra = machine_info.get("specperf") if isinstance(machine_info.get("specperf"), Mapping) else {}
+    system = " ".join(str(machine_info[k]) for k in ("system", "release") if machine_info.get(k))
+    return [("cpu", cpu.get("brand_raw")), ("system", system or None),
+            ("python", machine_info.get("python_version")), ("specperf", extra.get("specperf")),
+            ("torch", extra.get("torch")), ("transformers", extra.get("transformers")),
+            ("cuda", extra.get("cuda")), ("gpu", extra.get("gpu")), ("torch threads", extra.get("torch_threads")),
+            ("suite config hash", extra.get("config_hash"))]
+
+
+def _commit_rows(commit_info: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    dirty = commit_info.get("dirty")
+    return [("commit", commit_info.get("id")), ("branch", commit_info.get("branch")),
+            ("dirty", None if dirty is None else ("yes" if dirty else "no")), ("commit time", commit_info.get("time"))]
+
+
+def _environment(machine_info: Mapping[str, Any] | None, commit_info: Mapping[str, Any] | None,
+                 when: str | None) -> list[str]:
+    rows = _machine_rows(machine_info or {}) + _commit_rows(commit_info or {}) + [("run at", when)]
+    rows = [(name, value) for name, value in rows if value is not None and value != ""]
+    if not rows:
+        return ["## Environment", "", "_No machine or commit information (pass a --benchmark-json file)._", ""]
+    body = [f"| {name} | `{str(value).replace('|', '/')}` |" for name, value in rows]
+    return ["## Environment", "", "| what | value |", "| --- | --- |", *body, ""]
+
+
+def _header(cases: Cases, commit_info: Mapping[str, Any] | None) -> list[str]:
+    n_drafts = len(_draft_cases(cases))
+    commit = commit_info or {}
+    at = ""
+    # pytest-benchmark writes id "unversioned" and branch "(unknown)" outside a git checkout.
+    if commit.get("id") and commit["id"] != "unversioned":
+        branch = commit.get("branch")
+        at = f" Commit `{str(commit['id'])[:12]}`" + (f" on `{branch}`" if branch and branch != "(unknown)" else "")
+        at += " (uncommitted changes)." if commit.get("dirty") else "."
+    return ["# specperf report", "", f"{run_context(cases)}; {len(cases)} cases, {n_drafts} with a draft.{at}",
+            "", "Speedup is the verifier-only baseline's median latency over the case's (higher is better); "
+            "acceptance is accepted / proposed draft tokens; alpha is the per-token agreement.", ""]
+
+
+def write_report(cases: Mapping[str, Mapping[str, Any]], out_dir: Path, *,
+                 machine_info: Mapping[str, Any] | None = None,
+                 commit_info: Mapping[str, Any] | None = None, run_at: str | None = None) -> Path:
+    """Write tables (markdown and CSV), plots (PNG) and ``report.md`` into ``out_dir``; return report.md's path.
+
+    ``cases`` maps case id -> extra_info (the output contract; a baseline has ``draft`` None). ``machine_info``
+    and ``commit_info`` are pytest-benchmark's (``machine_info["specperf"]`` adds torch, CUDA and GPU).
+    """
+    if not cases:
+        raise ConfigError("no cases to report; fix: run `pytest perf/ --benchmark-json=FILE` first and report that")
+    out_dir = Path(out_dir)
+    lines = _header(cases, commit_info)
+    lines += _write_tables(cases, out_dir)
+    lines += _write_plots(cases, out_dir)
+    lines += _environment(machine_info, commit_info, run_at)
+    path = out_dir / "report.md"
+    atomic_write(path, "\n".join(lines))
+    return path
+
+
+def report_from_json(bench_json: Path, out_dir: Path) -> Path:
+    """:func:`write_report` for a ``--benchmark-json`` file; ConfigError if it is missing or holds no cases."""
+    run = load_bench_json(bench_json)
+    return write_report(run.cases, out_dir, machine_info=run.machine_info, commit_info=run.commit_info,
+                        run_at=run.datetime)

@@ -1,13 +1,90 @@
-"""The seed's two tables (performance per draft, acceptance per draft) from recorded case metrics."""
+"""The report's tables from recorded case metrics (case id -> extra_info), as raw rows and as markdown.
+
+Three tables: performance per case (baseline rows included, speedup 1.0), acceptance per draft case, and the
+analytic model per draft case. Each is a tuple of :class:`Column`; :func:`table_rows` gives the raw values (what
+the CSV files hold, full precision) and :func:`markdown_table` the formatted lines (what summary.md, report.md and
+the terminal show).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+Info = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """One table column: its title (with unit), how to read its value from a case, and its number format."""
+
+    title: str
+    value: Callable[[str, Info], Any]
+    spec: str = ""
+
+
+def _key(name: str) -> Callable[[str, Info], Any]:
+    return lambda _case_id, info: info.get(name)
+
+
+def is_draft_case(info: Info) -> bool:
+    """A draft case names its draft; a verifier-only baseline has ``draft`` None."""
+    return info.get("draft") is not None
+
+
+def case_model(info: Info) -> str:
+    """The model a case is about: the draft model, the drafter name (prompt lookup), or the verifier (baseline)."""
+    return str(info.get("draft_model") or info.get("draft") or info.get("verifier"))
+
+
+def case_speedup(info: Info) -> Any:
+    """A baseline is its own reference: speedup 1.0 by definition."""
+    return info.get("speedup") if is_draft_case(info) else 1.0
+
+
+PERFORMANCE_COLUMNS: tuple[Column, ...] = (
+    Column("case", lambda case_id, _info: case_id),
+    Column("model", lambda _case_id, info: case_model(info)),
+    Column("latency p50 (s/tok)", _key("latency_p50"), ".5f"),
+    Column("latency p95 (s/tok)", _key("latency_p95"), ".5f"),
+    Column("throughput p50 (tok/s)", _key("throughput_p50"), ".1f"),
+    Column("throughput p95 (tok/s)", _key("throughput_p95"), ".1f"),
+    Column("speedup (x)", lambda _case_id, info: case_speedup(info), ".2f"),
+)
+ACCEPTANCE_COLUMNS: tuple[Column, ...] = (
+    Column("case", lambda case_id, _info: case_id),
+    Column("samples", _key("n_requests"), "d"),
+    Column("acceptance mean", _key("acceptance_mean"), ".3f"),
+    Column("acceptance p50", _key("acceptance_p50"), ".3f"),
+    Column("acceptance p95", _key("acceptance_p95"), ".3f"),
+    Column("agreement (alpha)", _key("alpha"), ".3f"),
+    Column("tokens / verifier call", _key("mean_accepted_length"), ".2f"),
+)
+THEORY_COLUMNS: tuple[Column, ...] = (
+    Column("case", lambda case_id, _info: case_id),
+    Column("mean accepted length (tok/call)", _key("mean_accepted_length"), ".2f"),
+    Column("expected speedup (x)", _key("expected_speedup"), ".2f"),
+    Column("efficiency vs theory", _key("efficiency"), ".2f"),
+    Column("exact match rate", _key("exact_match_rate"), ".3f"),
+    Column("TTFT p50 (s)", _key("ttft_p50"), ".4f"),
+)
+
+
+def table_rows(results: Mapping[str, Info], columns: Sequence[Column], *,
+               drafts_only: bool = False) -> list[list[Any]]:
+    """Raw cell values, one row per case in ``results`` order (draft cases only with ``drafts_only``)."""
+    return [[col.value(case_id, info) for col in columns] for case_id, info in results.items()
+            if not drafts_only or is_draft_case(info)]
 
 
 def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:
+        return "-"
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):  # a hand-edited JSON may hold a string where a number belongs
+        return str(value)
 
 
 def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
@@ -16,29 +93,26 @@ def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)]
 
 
+def markdown_table(results: Mapping[str, Info], columns: Sequence[Column], *,
+                   drafts_only: bool = False) -> list[str]:
+    """The table as aligned markdown lines (header, rule, one line per case)."""
+    raw = table_rows(results, columns, drafts_only=drafts_only)
+    cells = [[_fmt(value, col.spec) for value, col in zip(row, columns)] for row in raw]
+    # A pipe inside a cell (an odd hub id) would split the markdown column.
+    cells = [[cell.replace("|", "\\|") for cell in row] for row in cells]
+    return _table([col.title for col in columns], cells)
+
+
 def performance_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Per case: model, latency p50/p95 (s/token), throughput p50/p95 (tok/s), speedup (x)."""
-    header = ["case", "model", "latency p50 (s/tok)", "latency p95 (s/tok)", "throughput p50 (tok/s)",
-              "throughput p95 (tok/s)", "speedup (x)"]
-    rows = []
-    for case_id, m in results.items():
-        model = m.get("draft_model") or m.get("draft") or m.get("verifier")
-        speedup = 1.0 if m.get("draft") is None else m.get("speedup")
-        rows.append([case_id, str(model), _fmt(m.get("latency_p50"), ".5f"), _fmt(m.get("latency_p95"), ".5f"),
-                     _fmt(m.get("throughput_p50"), ".1f"), _fmt(m.get("throughput_p95"), ".1f"),
-                     _fmt(speedup, ".2f")])
-    return _table(header, rows)
+    return markdown_table(results, PERFORMANCE_COLUMNS)
 
 
 def acceptance_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Per draft case: samples, draft acceptance mean/p50/p95, and the per-token agreement (alpha)."""
-    header = ["case", "samples", "acceptance mean", "acceptance p50", "acceptance p95", "agreement (alpha)",
-              "tokens / verifier call"]
-    rows = []
-    for case_id, m in results.items():
-        if m.get("draft") is None:
-            continue
-        rows.append([case_id, str(m.get("n_requests")), _fmt(m.get("acceptance_mean"), ".3f"),
-                     _fmt(m.get("acceptance_p50"), ".3f"), _fmt(m.get("acceptance_p95"), ".3f"),
-                     _fmt(m.get("alpha"), ".3f"), _fmt(m.get("mean_accepted_length"), ".2f")])
-    return _table(header, rows)
+    return markdown_table(results, ACCEPTANCE_COLUMNS, drafts_only=True)
+
+
+def theory_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per draft case: mean accepted length, Leviathan's expected speedup, efficiency, exact match, TTFT p50."""
+    return markdown_table(results, THEORY_COLUMNS, drafts_only=True)

@@ -90,7 +90,7 @@ def test_embedded_suite_loads() -> None:
     assert config.draft_names == ("draft-small", "draft-medium", "draft-large", "prompt-lookup", "draft-small-hf")
     assert config.drafts[3] == DraftSpec(name="prompt-lookup", drafter="prompt-lookup", max_ngram=3)
     assert config.drafts[4] == DraftSpec(name="draft-small-hf", model="embedded:draft-small", engine="hf")
-    assert config.k == (2, 4) and config.dataset.source == "embedded" and config.dataset.slices == ("0:8",)
+    assert config.k == (2, 4) and config.dataset.source == "embedded" and config.dataset.slices == ("0:4",)
     assert config.generation == GenerationSpec(max_new_tokens=64, temperature=0.0)
     assert config.timing == TimingSpec(rounds=5, warmup_rounds=1)
     assert config.thresholds.default == Floors(min_exact_match=1.0)
@@ -116,7 +116,7 @@ def test_minimal_suite_gets_documented_defaults() -> None:
     assert config.dataset.template == DEFAULT_TEMPLATE
     assert config.thresholds == Thresholds()
     assert config.thresholds.tolerances == Tolerances(0.002, 0.002, 0.01, 0.01, 0.01, 0.0)
-    assert config.thresholds.timing == TimingGate(alpha=0.01, min_effect=0.15)
+    assert config.thresholds.timing == TimingGate(alpha=0.01, min_effect=0.25)
 
 
 def test_scalars_are_normalized() -> None:
@@ -286,7 +286,7 @@ def test_inline_thresholds_and_floors_for() -> None:
     assert thresholds.floors_for("draft-small") == Floors(min_speedup=1.0, min_exact_match=1.0, min_acceptance=0.5)
     assert thresholds.floors_for("other") == thresholds.default
     assert thresholds.tolerances == Tolerances(acceptance=0.01)
-    assert thresholds.timing == TimingGate(alpha=0.05, min_effect=0.15)
+    assert thresholds.timing == TimingGate(alpha=0.05, min_effect=0.25)
 
 
 def test_thresholds_naming_an_unknown_draft() -> None:

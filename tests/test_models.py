@@ -77,7 +77,11 @@ def test_unknown_embedded_name_lists_the_family():
 
 
 def test_unavailable_hub_model_says_how_to_fix(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: set the constant too, so no network is tried.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(specperf.ModelError, match="not available.*local path"):
         load_model("no-such-org/no-such-model-xyz", device="cpu")
 

@@ -158,3 +158,6 @@ def test_report_option_writes_a_summary(suite):
     run(suite, "--specperf-drafts=lookup", "--specperf-k=2", "--specperf-report=rep").assert_outcomes(passed=2)
     text = (suite.path / "rep" / "summary.md").read_text()
     assert "lookup-k2-0:2" in text and "Acceptance per draft" in text
+    report = (suite.path / "rep" / "report.md").read_text()
+    assert "lookup-k2-0:2" in report and "speedup.png" in report
+    assert (suite.path / "rep" / "speedup.png").stat().st_size > 1000

@@ -29,6 +29,7 @@ from specperf.embedded.synth import END_MARKER, train_corpus
 log = logging.getLogger(__name__)
 
 TOKENIZER_DIR = "tokenizer"
+ANSWER_CUE = "Answer:"  # the default template's last words: the answer follows
 
 
 @dataclass(frozen=True)
@@ -52,18 +53,23 @@ class Recipe:
     verifier: Arch = Arch(n_layer=6, n_embd=384, n_head=6)
     drafts: dict[str, Arch] = field(
         default_factory=lambda: {
-            "draft-small": Arch(n_layer=1, n_embd=128, n_head=2),
-            "draft-medium": Arch(n_layer=2, n_embd=192, n_head=3),
-            "draft-large": Arch(n_layer=6, n_embd=192, n_head=3),
+            # Tiny, and one layer cannot form the induction heads that copy from the abstract: the weak draft.
+            "draft-small": Arch(n_layer=1, n_embd=64, n_head=2),
+            # Wider: agrees more at little more cost; the speed winner on a CPU, where a draft forward's cost is
+            # mostly fixed per-call overhead.
+            "draft-medium": Arch(n_layer=1, n_embd=160, n_head=2),
+            # Closest to the verifier and slowest: high agreement, little speedup (the seed's gpt2-large).
+            "draft-large": Arch(n_layer=4, n_embd=256, n_head=4),
         }
     )
     batch_size: int = 8  # documents per step (~2k tokens); a verifier step takes ~2.4 s on 2 cores
     verifier_steps: int = 320  # ~13 minutes: the bulk of the 30-minute budget
     verifier_lr: float = 2e-3
-    draft_steps: int = 250  # one teacher forward feeds all three drafts: ~2 s a step
+    draft_steps: int = 330  # one teacher forward feeds all three drafts: ~2.5 s a step
     draft_lr: float = 3e-3
     warmup_steps: int = 30
     kd_weight: float = 0.8  # draft loss = kd_weight * KL(p_verifier || q_draft) + (1 - kd_weight) * CE
+    answer_weight: float = 4.0  # KD weight of answer positions relative to the prompt's
     threads: int = 2
 
 
@@ -85,8 +91,11 @@ def encode_docs(tokenizer: GPT2TokenizerFast, texts: list[str], max_len: int) ->
     return [ids[:max_len] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
-def batches(docs: list[list[int]], batch_size: int, pad_id: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless shuffled batches of similar-length documents, right-padded: (ids (B, L), mask (B, L))."""
+Batch = tuple[torch.Tensor, torch.Tensor, list[int]]
+
+
+def batches(docs: list[list[int]], batch_size: int, pad_id: int, rng: random.Random) -> Iterator[Batch]:
+    """Endless shuffled batches of similar-length documents, right-padded: (ids (B, L), mask (B, L), doc indices)."""
     order = sorted(range(len(docs)), key=lambda i: len(docs[i]))
     groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     while True:
@@ -98,7 +107,7 @@ def batches(docs: list[list[int]], batch_size: int, pad_id: int, rng: random.Ran
             for row, i in enumerate(group):
                 ids[row, : len(docs[i])] = torch.tensor(docs[i])
                 mask[row, : len(docs[i])] = 1
-            yield ids, mask
+            yield ids, mask, group
 
 
 def build_model(arch: Arch, vocab_size: int, n_positions: int, eos_id: int) -> GPT2LMHeadModel:
@@ -123,7 +132,7 @@ def lm_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torc
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """KL(p_teacher || q_student) per real position, averaged. student/teacher (B, L, V), mask (B, L)."""
+    """KL(p_teacher || q_student) per position, weighted by ``mask``. student/teacher (B, L, V), mask (B, L)."""
     log_q = F.log_softmax(student, dim=-1)
     log_p = F.log_softmax(teacher, dim=-1)
     kl = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, L)
@@ -134,7 +143,7 @@ def kd_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) ->
 def val_loss(model: GPT2LMHeadModel, val: list[list[int]], pad_id: int) -> float:
     model.eval()
     total, count = 0.0, 0
-    for ids, mask in _fixed_batches(val, 16, pad_id):
+    for ids, mask, _ in _fixed_batches(val, 16, pad_id):
         logits = model(input_ids=ids, attention_mask=mask).logits
         n = int(mask[:, 1:].sum())
         total += float(lm_loss(logits, ids, mask)) * n
@@ -143,7 +152,7 @@ def val_loss(model: GPT2LMHeadModel, val: list[list[int]], pad_id: int) -> float
     return total / count
 
 
-def _fixed_batches(docs: list[list[int]], size: int, pad_id: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _fixed_batches(docs: list[list[int]], size: int, pad_id: int) -> Iterator[Batch]:
     it = batches(docs, size, pad_id, random.Random(0))
     for _ in range(math.ceil(len(docs) / size)):
         yield next(it)
@@ -163,7 +172,7 @@ def train_verifier(model: GPT2LMHeadModel, train: list[list[int]], recipe: Recip
     for step in range(recipe.verifier_steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe.verifier_steps, recipe.verifier_lr, recipe.warmup_steps)
-        ids, mask = next(stream)
+        ids, mask, _ = next(stream)
         loss = lm_loss(model(input_ids=ids, attention_mask=mask).logits, ids, mask)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,8 +184,19 @@ def train_verifier(model: GPT2LMHeadModel, train: list[list[int]], recipe: Recip
     return losses
 
 
+def answer_focus(mask: torch.Tensor, group: list[int], answer_starts: list[int], weight: float) -> torch.Tensor:
+    """Per-position KD weights (B, L): ``weight`` from the position that predicts the answer's first token on.
+
+    Drafts are judged by agreement along the verifier's answers, which are a small part of each document.
+    """
+    focus = mask.float()  # (B, L)
+    for row, i in enumerate(group):
+        focus[row, max(answer_starts[i] - 1, 0):] *= weight
+    return focus
+
+
 def distill_drafts(teacher: GPT2LMHeadModel, drafts: dict[str, GPT2LMHeadModel], train: list[list[int]],
-                   recipe: Recipe, pad_id: int) -> dict[str, list[float]]:
+                   answer_starts: list[int], recipe: Recipe, pad_id: int) -> dict[str, list[float]]:
     """Train every draft on the same batches; one teacher forward per batch serves them all."""
     teacher.eval()
     opts = {name: _optimizer(model.train(), recipe.draft_lr) for name, model in drafts.items()}
@@ -184,14 +204,15 @@ def distill_drafts(teacher: GPT2LMHeadModel, drafts: dict[str, GPT2LMHeadModel],
     losses: dict[str, list[float]] = {name: [] for name in drafts}
     start = time.perf_counter()
     for step in range(recipe.draft_steps):
-        ids, mask = next(stream)
+        ids, mask, group = next(stream)
+        focus = answer_focus(mask, group, answer_starts, recipe.answer_weight)  # (B, L)
         with torch.no_grad():
             teacher_logits = teacher(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
         for name, model in drafts.items():
             for group in opts[name].param_groups:
                 group["lr"] = lr_at(step, recipe.draft_steps, recipe.draft_lr, recipe.warmup_steps)
             logits = model(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
-            loss = recipe.kd_weight * kd_loss(logits, teacher_logits, mask) + (1 - recipe.kd_weight) * lm_loss(
+            loss = recipe.kd_weight * kd_loss(logits, teacher_logits, focus) + (1 - recipe.kd_weight) * lm_loss(
                 logits, ids, mask)
             opts[name].zero_grad(set_to_none=True)
             loss.backward()
@@ -218,42 +239,75 @@ def save_model(model: GPT2LMHeadModel, out: Path) -> None:
     model.float()
 
 
-def run(recipe: Recipe, out: Path) -> dict[str, object]:
-    """Train the whole family and write it under ``out``; returns the manifest."""
-    torch.manual_seed(recipe.seed)
-    torch.set_num_threads(recipe.threads)
-    began = time.perf_counter()
+@dataclass
+class Corpus:
+    tokenizer: GPT2TokenizerFast
+    train: list[list[int]]
+    val: list[list[int]]
+    answer_starts: list[int]  # per train doc: index of the answer's first token
+
+
+def _corpus(recipe: Recipe, tokenizer: GPT2TokenizerFast | None) -> Corpus:
     texts = train_corpus(recipe.n_docs + recipe.n_val_docs, seed=recipe.seed)
-    tokenizer = train_tokenizer(texts[: recipe.n_docs], recipe.vocab_size)
+    if tokenizer is None:
+        tokenizer = train_tokenizer(texts[: recipe.n_docs], recipe.vocab_size)
     docs = encode_docs(tokenizer, texts, recipe.n_positions)
-    train, val = docs[: recipe.n_docs], docs[recipe.n_docs :]
-    pad_id = eos_id = tokenizer.eos_token_id
-    log.info("corpus: %d train docs, %d tokens; %d val docs", len(train), sum(map(len, train)), len(val))
-    verifier = build_model(recipe.verifier, len(tokenizer), recipe.n_positions, eos_id)
-    verifier_losses = train_verifier(verifier, train, recipe, pad_id)
-    drafts = {name: build_model(arch, len(tokenizer), recipe.n_positions, eos_id) for name, arch in recipe.drafts.items()}
-    draft_losses = distill_drafts(verifier, drafts, train, recipe, pad_id)
-    models = {"verifier": verifier, **drafts}
+    prompts = [text[: text.rfind(ANSWER_CUE) + len(ANSWER_CUE)] for text in texts[: recipe.n_docs]]
+    starts = [len(ids) for ids in encode_docs(tokenizer, prompts, recipe.n_positions)]
+    log.info("corpus: %d train docs, %d tokens", recipe.n_docs, sum(map(len, docs[: recipe.n_docs])))
+    return Corpus(tokenizer, docs[: recipe.n_docs], docs[recipe.n_docs :], starts)
+
+
+def _summary(model: GPT2LMHeadModel, losses: list[float], val: list[list[int]], pad_id: int) -> dict[str, float]:
+    return {"parameters": sum(p.numel() for p in model.parameters()), "val_loss": round(val_loss(model, val, pad_id), 4),
+            "final_train_loss": round(sum(losses[-25:]) / 25, 4)}
+
+
+def _distill_phase(recipe: Recipe, corpus: Corpus, verifier: GPT2LMHeadModel, out: Path) -> dict[str, object]:
+    pad_id = eos_id = corpus.tokenizer.eos_token_id
+    vocab = len(corpus.tokenizer)
+    drafts = {name: build_model(arch, vocab, recipe.n_positions, eos_id) for name, arch in recipe.drafts.items()}
+    losses = distill_drafts(verifier, drafts, corpus.train, corpus.answer_starts, recipe, pad_id)
+    for name, model in drafts.items():
+        save_model(model, out / name)
+    return {name: _summary(drafts[name], losses[name], corpus.val, pad_id) for name in drafts}
+
+
+def _write_manifest(out: Path, recipe: Recipe, models: dict[str, object], seconds: dict[str, float]) -> None:
     manifest = {
-        "recipe": asdict(recipe),
-        "train_seconds": round(time.perf_counter() - began, 1),
-        "models": {
-            name: {"parameters": sum(p.numel() for p in model.parameters()),
-                   "val_loss": round(val_loss(model, val, pad_id), 4),
-                   "final_train_loss": round(sum(losses[-25:]) / 25, 4)}
-            for name, model, losses in [("verifier", verifier, verifier_losses)]
-            + [(n, drafts[n], draft_losses[n]) for n in drafts]
-        },
+        "recipe": asdict(recipe), "seconds": seconds, "models": models,
         "data": "synthetic PubMedQA-shaped train split (specperf.embedded.synth), never the eval split",
         "torch": torch.__version__,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(out / TOKENIZER_DIR)
-    for name, model in models.items():
-        save_model(model, out / name)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log.info("done in %.0fs: %s", manifest["train_seconds"], json.dumps(manifest["models"]))
-    return manifest
+    log.info("done: %s", json.dumps(manifest["models"]))
+
+
+def run(recipe: Recipe, out: Path, *, drafts_only: bool = False) -> None:
+    """Train the family (or, with ``drafts_only``, re-distill the drafts from the verifier in ``out``)."""
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(recipe.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    if drafts_only:
+        tokenizer = GPT2TokenizerFast.from_pretrained(out / TOKENIZER_DIR)
+        verifier = GPT2LMHeadModel.from_pretrained(out / "verifier", dtype=torch.float32).eval()
+        previous = json.loads((out / "manifest.json").read_text())
+        models, seconds = {"verifier": previous["models"]["verifier"]}, {"verifier": previous["seconds"]["verifier"]}
+        corpus = _corpus(recipe, tokenizer)
+    else:
+        corpus = _corpus(recipe, None)
+        eos = corpus.tokenizer.eos_token_id
+        verifier = build_model(recipe.verifier, len(corpus.tokenizer), recipe.n_positions, eos)
+        losses = train_verifier(verifier, corpus.train, recipe, eos)
+        corpus.tokenizer.save_pretrained(out / TOKENIZER_DIR)
+        save_model(verifier, out / "verifier")
+        models = {"verifier": _summary(verifier, losses, corpus.val, eos)}
+        seconds = {"verifier": round(time.perf_counter() - began, 1)}
+    phase = time.perf_counter()
+    models.update(_distill_phase(recipe, corpus, verifier, out))
+    seconds["drafts"] = round(time.perf_counter() - phase, 1)
+    _write_manifest(out, recipe, models, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,9 +320,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="draft distillation steps (default: %(default)s)")
     parser.add_argument("--docs", type=int, default=Recipe.n_docs, metavar="N",
                         help="synthetic training documents (default: %(default)s)")
+    parser.add_argument("--drafts-only", action="store_true",
+                        help="keep the tokenizer and verifier in --out and re-distill the drafts")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    run(Recipe(n_docs=args.docs, verifier_steps=args.verifier_steps, draft_steps=args.draft_steps), args.out)
+    recipe = Recipe(n_docs=args.docs, verifier_steps=args.verifier_steps, draft_steps=args.draft_steps)
+    run(recipe, args.out, drafts_only=args.drafts_only)
     return 0
 
 

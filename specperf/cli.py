@@ -1,0 +1,280 @@
+"""The ``specperf`` command line: write a report from a benchmark run, or compare two runs and gate.
+
+``specperf report BENCH.json [--out DIR]``
+    Write tables (markdown and CSV), plots (PNG) and ``report.md`` from a ``pytest perf/ --benchmark-json`` file
+    into DIR (default ``outputs/``); print the path of ``report.md``.
+
+``specperf compare OLD.json NEW.json [--thresholds PATH] [--config PATH] [--format text|github] [--output FILE]``
+    Match cases by ``case_id``; for each, show old, new and change of speedup, acceptance_aggregate,
+    mean_accepted_length, latency_p50, latency_p95 and throughput_p50. Cases in one file only are listed as added
+    or removed (not a failure). Every draft case of NEW is then gated by :func:`specperf.gates.evaluate` against
+    its OLD case, exactly as the plugin's ``--specperf-baseline`` does, with the thresholds of the suite
+    ``--config`` (default: the packaged embedded suite) merged with the ``--thresholds`` file. The table (or the
+    JSON) goes to ``--output`` or stdout; regressions and the verdict go to stderr.
+
+Exit codes: 0 no regression; 1 a gate failed (compare only); 2 bad input (missing or malformed file, bad
+thresholds or suite), with a message on stderr.
+
+``--format github`` writes JSON for github-action-benchmark, one tool type per file. The values are NEW's:
+
+- ``--output FILE`` (default stdout), tool ``customBiggerIsBetter``: speedup (unit ``x``), throughput_p50
+  (``tok/s``), acceptance_aggregate and alpha (``fraction``), mean_accepted_length (``tokens/call``);
+- ``FILE`` with its suffix replaced by ``.smaller.json`` (only when ``--output`` is given), tool
+  ``customSmallerIsBetter``: latency_p50 and latency_p95 (``s/token``), ttft_p50 (``s``).
+
+Each file is a JSON list of ``{"name": "<case_id> <metric>", "unit": str, "value": float, "extra": str}``, e.g.
+``{"name": "draft-small-k4-0:8 speedup", "unit": "x", "value": 1.84, "extra": "verifier embedded:verifier;
+draft draft-small (embedded:draft-small); k 4; slice 0:8; device cpu; dtype float32"}``. A metric a case does
+not report (None, or not finite) is left out; a baseline case reports no speedup or acceptance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from specperf.errors import SpecperfError
+
+Info = Mapping[str, Any]
+# (extra_info key, label with unit) for the compare table.
+COMPARE_METRICS = (
+    ("speedup", "speedup (x)"),
+    ("acceptance_aggregate", "acceptance"),
+    ("mean_accepted_length", "tokens/verifier call"),
+    ("latency_p50", "latency p50 (s/tok)"),
+    ("latency_p95", "latency p95 (s/tok)"),
+    ("throughput_p50", "throughput p50 (tok/s)"),
+)
+# (extra_info key, unit) per github-action-benchmark tool.
+BIGGER_IS_BETTER = (("speedup", "x"), ("throughput_p50", "tok/s"), ("acceptance_aggregate", "fraction"),
+                    ("alpha", "fraction"), ("mean_accepted_length", "tokens/call"))
+SMALLER_IS_BETTER = (("latency_p50", "s/token"), ("latency_p95", "s/token"), ("ttft_p50", "s"))
+SMALLER_SUFFIX = ".smaller.json"
+
+EXIT_OK, EXIT_REGRESSION, EXIT_BAD_INPUT = 0, 1, 2
+
+
+# =========================================================================== the parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``specperf`` argument parser with its subcommands."""
+    parser = argparse.ArgumentParser(prog="specperf", description="Reports and regression checks for specperf "
+                                     "benchmark runs (pytest perf/ --benchmark-json=FILE).")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    report = commands.add_parser("report", help="write tables, plots and report.md from a benchmark JSON file")
+    report.add_argument("bench_json", metavar="BENCH.json", type=Path, help="a --benchmark-json file")
+    report.add_argument("--out", metavar="DIR", type=Path, default=Path("outputs"),
+                        help="output directory (default: outputs/)")
+    compare = commands.add_parser("compare", help="compare two benchmark JSON files; exit 1 on a regression")
+    compare.add_argument("old", metavar="OLD.json", type=Path, help="the reference run (e.g. main's)")
+    compare.add_argument("new", metavar="NEW.json", type=Path, help="the run to check")
+    compare.add_argument("--thresholds", metavar="PATH", type=Path, default=None,
+                         help="thresholds YAML merged over the suite's inline thresholds")
+    compare.add_argument("--config", metavar="PATH", type=Path, default=None,
+                         help="the suite YAML whose thresholds apply (default: the packaged embedded suite)")
+    compare.add_argument("--format", choices=("text", "github"), default="text",
+                         help="text: aligned table; github: github-action-benchmark JSON (default: text)")
+    compare.add_argument("--output", metavar="FILE", type=Path, default=None,
+                         help="write there instead of stdout (github: smaller-is-better metrics go to FILE "
+                              f"with suffix {SMALLER_SUFFIX})")
+    return parser
+
+
+def subcommand_options(parser: argparse.ArgumentParser | None = None) -> dict[str, set[str]]:
+    """Subcommand name -> its option strings (e.g. ``{"report": {"--out", "-h", "--help"}, ...}``)."""
+    parser = parser or build_parser()
+    found: dict[str, set[str]] = {}
+    for action in parser._actions:  # argparse offers no public way to list subparsers
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = set(sub._option_string_actions)
+    return found
+
+
+# =========================================================================== report
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from specperf.report import report_from_json
+
+    path = report_from_json(args.bench_json, args.out)
+    sys.stdout.write(f"{path}\n")
+    return EXIT_OK
+
+
+# =========================================================================== compare: the table
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _change(old: float | None, new: float | None) -> str:
+    if old is None or new is None:
+        return "-"
+    relative = f" ({(new - old) / abs(old):+.1%})" if old else ""
+    return f"{new - old:+.4g}{relative}"
+
+
+def compare_rows(old: Mapping[str, Info], new: Mapping[str, Info]) -> list[list[str]]:
+    """Rows of [case, metric, old, new, change] for the cases in both runs; a metric neither reports is left out."""
+    rows = []
+    for case_id in (c for c in new if c in old):
+        for key, label in COMPARE_METRICS:
+            before, after = _number(old[case_id].get(key)), _number(new[case_id].get(key))
+            if before is None and after is None:
+                continue
+            rows.append([case_id, label, "-" if before is None else f"{before:.4g}",
+                         "-" if after is None else f"{after:.4g}", _change(before, after)])
+    return rows
+
+
+def _aligned(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    # Text columns left, numbers right, so decimal points roughly line up.
+    just = lambda i, cell: cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i])  # noqa: E731
+    return ["  ".join(just(i, c) for i, c in enumerate(row)).rstrip() for row in [list(header), *rows]]
+
+
+def compare_text(old: Mapping[str, Info], new: Mapping[str, Info], old_name: str, new_name: str) -> str:
+    """The aligned text table, then the added and removed cases."""
+    lines = [f"specperf compare: {old_name} (old) -> {new_name} (new)", ""]
+    rows = compare_rows(old, new)
+    lines += _aligned(["case", "metric", "old", "new", "change"], rows) if rows else ["no case in both runs"]
+    added, removed = [c for c in new if c not in old], [c for c in old if c not in new]
+    if added:
+        lines += ["", f"added (only in {new_name}): {', '.join(added)}"]
+    if removed:
+        lines += ["", f"removed (only in {old_name}): {', '.join(removed)}"]
+    return "\n".join(lines) + "\n"
+
+
+# =========================================================================== compare: github-action-benchmark
+
+
+def _extra(info: Info) -> str:
+    parts = [f"verifier {info.get('verifier')}"]
+    if info.get("draft") is not None:
+        model = info.get("draft_model")
+        parts.append(f"draft {info.get('draft')}" + (f" ({model})" if model else f" ({info.get('drafter')})"))
+        parts.append(f"k {info.get('k')}")  # a baseline's k (0) means nothing
+    parts += [f"{key} {info.get(key)}" for key in ("slice", "device", "dtype") if info.get(key) is not None]
+    return "; ".join(parts)
+
+
+def github_entries(cases: Mapping[str, Info], metrics: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """github-action-benchmark ``custom*`` entries: one per case and metric that the case reports."""
+    entries = []
+    for case_id, info in cases.items():
+        for key, unit in metrics:
+            value = _number(info.get(key))
+            if value is not None:
+                entries.append({"name": f"{case_id} {key}", "unit": unit, "value": value, "extra": _extra(info)})
+    return entries
+
+
+def smaller_path(output: Path) -> Path:
+    """Where the smaller-is-better entries go: ``out.json`` -> ``out.smaller.json``."""
+    return output.with_suffix(SMALLER_SUFFIX) if output.suffix else output.with_name(output.name + SMALLER_SUFFIX)
+
+
+def _write_github(new: Mapping[str, Info], output: Path | None) -> None:
+    from specperf.report import atomic_write
+
+    bigger = json.dumps(github_entries(new, BIGGER_IS_BETTER), indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(bigger)
+        return
+    atomic_write(output, bigger)
+    atomic_write(smaller_path(output), json.dumps(github_entries(new, SMALLER_IS_BETTER), indent=2) + "\n")
+
+
+# =========================================================================== compare: the gates
+
+
+def _thresholds(args: argparse.Namespace, new: Mapping[str, Info]) -> Any:
+    from specperf.config import DEFAULT_CONFIG_PATH, apply_thresholds_file, load_config
+
+    path = args.config or DEFAULT_CONFIG_PATH
+    suite = load_config(path)
+    if args.thresholds is not None:
+        suite = apply_thresholds_file(suite, args.thresholds)
+    verifiers = {str(info.get("verifier")) for info in new.values() if info.get("verifier")}
+    if verifiers and suite.verifier not in verifiers:
+        # Per-draft floors are looked up by draft name: the wrong suite silently applies only its defaults.
+        sys.stderr.write(f"specperf compare: note: thresholds come from {path} (verifier {suite.verifier}), but "
+                         f"{args.new} ran verifier {', '.join(sorted(verifiers))}; pass --config with the suite "
+                         "that run used\n")
+    return suite.thresholds
+
+
+def gate_messages(old: Mapping[str, Info], new: Mapping[str, Info], thresholds: Any) -> list[str]:
+    """Every violated gate of NEW's draft cases, by :func:`specperf.gates.evaluate` (the plugin's own rules)."""
+    from specperf.errors import ConfigError
+    from specperf.gates import evaluate
+
+    messages = []
+    for case_id, info in new.items():
+        if info.get("draft") is None:
+            continue
+        try:
+            violations = evaluate(case_id, str(info["draft"]), info, old.get(case_id), thresholds)
+        except (TypeError, ValueError) as exc:  # a hand-edited file with a string where a number belongs
+            raise ConfigError(f"case {case_id}: a gated metric is not a number ({exc}); fix: compare files "
+                              "written by `pytest perf/ --benchmark-json=FILE`") from None
+        messages += [v.message() for v in violations]
+    return messages
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from specperf.report import atomic_write, load_bench_json
+
+    old, new = load_bench_json(args.old).cases, load_bench_json(args.new).cases
+    thresholds = _thresholds(args, new)
+    if args.format == "github":
+        _write_github(new, args.output)
+    else:
+        text = compare_text(old, new, str(args.old), str(args.new))
+        if args.output is not None:
+            atomic_write(args.output, text)
+        else:
+            sys.stdout.write(text)
+    messages = gate_messages(old, new, thresholds)
+    n_drafts = sum(info.get("draft") is not None for info in new.values())
+    if messages:
+        sys.stderr.write(f"specperf compare: {len(messages)} regression(s) in {args.new}:\n")
+        sys.stderr.write("".join(f"  {m}\n" for m in messages))
+        return EXIT_REGRESSION
+    sys.stderr.write(f"specperf compare: no regression in {n_drafts} draft case(s)\n")
+    return EXIT_OK
+
+
+# =========================================================================== entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``specperf`` command line; return the exit code (0 ok, 1 regression, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="specperf: %(levelname)s: %(message)s")
+    try:
+        return _run_report(args) if args.command == "report" else _run_compare(args)
+    except SpecperfError as exc:
+        sys.stderr.write(f"specperf: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # e.g. --out or --output in a directory that cannot be written
+        sys.stderr.write(f"specperf: error: cannot write {exc.filename or ''} ({exc.strerror or exc}); "
+                         "fix: choose a writable path\n")
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The specperf command line: report, compare (exit codes, gates, added/removed cases), --format github."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from benchjson import CASE_IDS, bench_json, bench_suite, edit_case  # noqa: F401 (fixtures)
+
+from specperf.cli import BIGGER_IS_BETTER, SMALLER_IS_BETTER, main
+
+Capture = pytest.CaptureFixture[str]
+
+
+def compare(capsys: Capture, old: Path, new: Path, *args: str) -> tuple[int, str, str]:
+    code = main(["compare", str(old), str(new), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_console_script_is_registered() -> None:
+    (script,) = entry_points(group="console_scripts", name="specperf")
+    assert script.value == "specperf.cli:main"
+
+
+def test_report_prints_the_report_path(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:  # noqa: F811
+    assert main(["report", str(bench_json), "--out", str(tmp_path / "out")]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == tmp_path / "out" / "report.md" and path.is_file()
+
+
+def test_identical_runs_pass(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:  # noqa: F811
+    code, out, err = compare(capsys, bench_json, bench_json, "--config", str(bench_suite))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[2].split() == ["case", "metric", "old", "new", "change"]
+    for case_id in CASE_IDS:
+        assert any(line.startswith(case_id) for line in lines)
+    assert "small-k2-0:2" in out and "acceptance" in out and "latency p95 (s/tok)" in out
+    assert "added" not in out and "removed" not in out
+    assert "no regression in 4 draft case(s)" in err
+
+
+@pytest.mark.parametrize(("edit_old", "delta"), [(True, 0.05), (False, -0.05)])
+def test_an_acceptance_drop_fails(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture,  # noqa: F811
+                                  edit_old: bool, delta: float) -> None:
+    edited = edit_case(bench_json, tmp_path / "edited.json", "small-k2-0:2", "acceptance_aggregate", delta)
+    old, new = (edited, bench_json) if edit_old else (bench_json, edited)
+    code, _, err = compare(capsys, old, new, "--config", str(bench_suite))
+    assert code == 1
+    assert "small-k2-0:2: acceptance_aggregate regressed" in err
+    assert "1 regression(s)" in err
+
+
+def test_cases_in_one_file_only_are_listed(bench_json: Path, bench_suite: Path, tmp_path: Path,  # noqa: F811
+                                           capsys: Capture) -> None:
+    data = json.loads(bench_json.read_text())
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["extra_info"]["case_id"] != "lookup-k3-0:2"]
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps(data))
+    code, out, _ = compare(capsys, bench_json, fewer, "--config", str(bench_suite))
+    assert code == 0 and "removed (only in" in out and "lookup-k3-0:2" in out.split("removed")[1]
+    code, out, _ = compare(capsys, fewer, bench_json, "--config", str(bench_suite))
+    assert code == 0 and "added (only in" in out and "lookup-k3-0:2" in out.split("added")[1]
+
+
+def test_thresholds_file_is_merged_over_the_suite(bench_json: Path, bench_suite: Path, tmp_path: Path,  # noqa: F811
+                                                  capsys: Capture) -> None:
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text("drafts:\n  small: {min_acceptance: 1.01}\n")
+    code, _, err = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--thresholds",
+                           str(thresholds))
+    assert code == 2 and "min_acceptance" in err  # 1.01 is out of range: bad input, not a regression
+    thresholds.write_text("drafts:\n  small: {min_speedup: 1000}\n")
+    code, _, err = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--thresholds",
+                           str(thresholds))
+    assert code == 1 and "small-k2-0:2: speedup regressed" in err and "min_speedup = 1000" in err
+    assert "lookup-k2-0:2" not in err  # the override names one draft only
+
+
+def test_missing_and_malformed_files_exit_2(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:  # noqa: F811
+    code, out, err = compare(capsys, bench_json, tmp_path / "missing.json")
+    assert code == 2 and "missing.json does not exist" in err and out == ""
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    assert compare(capsys, broken, bench_json)[0] == 2
+    assert main(["report", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    code, _, err = compare(capsys, bench_json, bench_json, "--config", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "nope.yaml" in err
+
+
+def validate_github(entries: object, metrics: tuple[tuple[str, str], ...]) -> list[dict[str, object]]:
+    """The documented shape: a list of {"name": str, "unit": str, "value": float, "extra": str (optional)}."""
+    assert isinstance(entries, list) and entries
+    units = dict(metrics)
+    for entry in entries:
+        assert isinstance(entry, dict) and set(entry) <= {"name", "unit", "value", "extra"}
+        assert isinstance(entry["name"], str) and isinstance(entry["unit"], str)
+        assert isinstance(entry["value"], float) and not isinstance(entry["value"], bool)
+        assert isinstance(entry.get("extra", ""), str)
+        case_id, metric = entry["name"].rsplit(" ", 1)
+        assert case_id in CASE_IDS and units[metric] == entry["unit"]
+    return entries
+
+
+def test_github_format_to_stdout(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:  # noqa: F811
+    code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--format", "github")
+    assert code == 0
+    entries = validate_github(json.loads(out), BIGGER_IS_BETTER)
+    names = {e["name"] for e in entries}
+    assert {"small-k2-0:2 speedup", "lookup-k3-0:2 acceptance_aggregate", "baseline-0:2 throughput_p50"} <= names
+    assert "baseline-0:2 speedup" not in names
+
+
+def test_github_format_to_two_files(bench_json: Path, bench_suite: Path, tmp_path: Path,  # noqa: F811
+                                    capsys: Capture) -> None:
+    output = tmp_path / "gh" / "bench.json"
+    code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--format", "github",
+                           "--output", str(output))
+    assert code == 0 and out == ""
+    validate_github(json.loads(output.read_text()), BIGGER_IS_BETTER)
+    smaller = validate_github(json.loads((tmp_path / "gh" / "bench.smaller.json").read_text()), SMALLER_IS_BETTER)
+    assert {e["name"] for e in smaller} >= {f"{c} latency_p50" for c in CASE_IDS}
+
+
+def test_text_output_file(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture) -> None:  # noqa: F811
+    output = tmp_path / "compare.txt"
+    code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--output", str(output))
+    assert code == 0 and out == "" and "small-k3-0:2" in output.read_text()
+
+
+
+def test_default_config_is_the_embedded_suite(bench_json: Path, capsys: Capture) -> None:  # noqa: F811
+    code, _, err = compare(capsys, bench_json, bench_json)
+    assert code == 0 and "no regression" in err and "note:" not in err  # same verifier: no mismatch note
