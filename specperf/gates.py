@@ -9,15 +9,14 @@ Two kinds of metric, two kinds of rule:
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specperf.benchfile import load_bench_json
 from specperf.config import Floors, Thresholds, TimingGate, Tolerances
-from specperf.errors import ConfigError
 from specperf.metrics import mann_whitney_u
 
 FLOORS = {  # floor key -> extra_info metric it bounds from below
@@ -123,21 +122,4 @@ def evaluate(case_id: str, draft: str, new: Mapping[str, Any], old: Mapping[str,
 
 def load_baseline(path: str | Path) -> dict[str, dict[str, Any]]:
     """Case id -> extra_info of an earlier ``--benchmark-json`` file written by specperf."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"baseline file {file} does not exist; pass a --benchmark-json file from an earlier run")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"baseline file {file} is not valid JSON ({exc}); pass a --benchmark-json output") from None
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ConfigError(f"baseline file {file} has no 'benchmarks' list: it is not a pytest-benchmark JSON file")
-    cases = {}
-    for bench in data["benchmarks"]:
-        info = bench.get("extra_info") if isinstance(bench, dict) else None
-        if isinstance(info, dict) and isinstance(info.get("case_id"), str):
-            cases[info["case_id"]] = info
-    if not cases:
-        raise ConfigError(f"baseline file {file} holds no specperf cases (no extra_info.case_id); was it written by "
-                          "`pytest perf/ --benchmark-json=...` with specperf installed?")
-    return cases
+    return load_bench_json(path, role="baseline file").cases

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -21,10 +20,11 @@ import re
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from specperf.benchfile import load_bench_json
 from specperf.errors import ConfigError
 from specperf.tables import (ACCEPTANCE_COLUMNS, PERFORMANCE_COLUMNS, THEORY_COLUMNS, Column, acceptance_table,
                              case_model, case_speedup, is_draft_case, markdown_table, performance_table, table_rows)
@@ -81,55 +81,6 @@ def write_summary(results: Mapping[str, Mapping[str, Any]], out_dir: Path) -> Pa
 
 
 # =========================================================================== reading --benchmark-json
-
-
-@dataclass(frozen=True)
-class BenchRun:
-    """The specperf part of a pytest-benchmark ``--benchmark-json`` file."""
-
-    path: Path
-    cases: dict[str, dict[str, Any]]  # case id -> extra_info
-    machine_info: dict[str, Any] = field(default_factory=dict)
-    commit_info: dict[str, Any] = field(default_factory=dict)
-    datetime: str | None = None
-
-
-def _read_json(file: Path) -> Any:
-    if not file.is_file():
-        raise ConfigError(f"benchmark file {file} does not exist; fix: pass the file written by "
-                          "`pytest perf/ --benchmark-json=FILE`")
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"benchmark file {file} is not valid JSON ({exc}); fix: pass the file written by "
-                          "`pytest perf/ --benchmark-json=FILE` (was the run interrupted?)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read benchmark file {file} ({exc.strerror or exc}); "
-                          "fix: pass a readable file") from None
-
-
-def load_bench_json(path: str | Path) -> BenchRun:
-    """Read a ``--benchmark-json`` file: its specperf cases (keyed by ``extra_info.case_id``), machine and commit.
-
-    Entries without a ``case_id`` (other benchmarks in the same run) are skipped. A missing or malformed file, or
-    one without specperf cases, is a ConfigError that says what to pass instead.
-    """
-    file = Path(path)
-    data = _read_json(file)
-    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
-        raise ConfigError(f"benchmark file {file} has no 'benchmarks' list: it is not a pytest-benchmark JSON "
-                          "file; fix: pass the file written by `pytest perf/ --benchmark-json=FILE`")
-    cases: dict[str, dict[str, Any]] = {}
-    for bench in data["benchmarks"]:
-        info = bench.get("extra_info") if isinstance(bench, dict) else None
-        if isinstance(info, dict) and isinstance(info.get("case_id"), str):
-            cases[info["case_id"]] = info
-    if not cases:
-        raise ConfigError(f"benchmark file {file} holds no specperf cases (no extra_info.case_id); fix: write it "
-                          "with `pytest perf/ --benchmark-json=FILE` with specperf installed")
-    machine, commit = data.get("machine_info"), data.get("commit_info")
-    return BenchRun(file, cases, machine if isinstance(machine, dict) else {},
-                    commit if isinstance(commit, dict) else {}, data.get("datetime"))
 
 
 # =========================================================================== tables
