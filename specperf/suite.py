@@ -17,11 +17,14 @@ from specperf.config import DraftSpec, SuiteConfig
 from specperf.data import apply_slice, fit_prompts, load_records
 from specperf.decoding import DecodeResult, decode, hf_assisted_decode
 from specperf.decoding.costs import step_seconds
+from specperf.decoding.model_step import context_window
 from specperf.drafters import Drafter, ModelDrafter, PromptLookupDrafter
 from specperf.errors import SpecperfError
 from specperf.models import LoadedModel, check_same_tokenizer, load_model, resolve_device
 
 log = logging.getLogger(__name__)
+
+DEFAULT_CONTEXT = 1024  # GPT-2's window, for a config that states none
 
 
 class AuditMismatch(SpecperfError):
@@ -107,8 +110,7 @@ class SuiteRunner:
             ds = self.config.dataset
             records = apply_slice(load_records(ds.source, path=ds.path, hf_config=ds.hf_config, split=ds.split,
                                                template=ds.template), slice_name)
-            window = getattr(self.verifier.model.config, "n_positions", None) or getattr(
-                self.verifier.model.config, "max_position_embeddings", 1024)
+            window = context_window(self.verifier.model) or DEFAULT_CONTEXT
             fit = fit_prompts(records, self.verifier.tokenizer, max_context=window,
                               max_new_tokens=self.config.generation.max_new_tokens, template=ds.template,
                               policy=ds.context_policy)
