@@ -3,39 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from specperf.models import LOAD_COUNTS
-
-PERF_TESTS = (Path(__file__).resolve().parents[1] / "perf" / "test_speculative.py").read_text()
-
-SUITE = """
-verifier: embedded:verifier
-device: cpu
-threads: 1
-drafts:
-  - name: small
-    model: embedded:draft-small
-  - name: lookup
-    drafter: prompt-lookup
-  - name: small-hf
-    model: embedded:draft-small
-    engine: hf
-k: [2, 3]
-dataset:
-  source: embedded
-  slices: ["0:2"]
-generation:
-  max_new_tokens: 12
-timing:
-  rounds: 2
-  warmup_rounds: 1
-thresholds:
-  default:
-    min_exact_match: 1.0
-"""
+from tests.benchjson import PERF_TESTS, SUITE
 
 CONTRACT = (
     "verifier draft k slice device dtype n_requests new_tokens latency_p50 latency_p95 throughput_p50 "
@@ -49,7 +21,7 @@ CONTRACT = (
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makefile(".yaml", suite=SUITE)
-    pytester.makepyfile(test_perf=PERF_TESTS)
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
     return pytester
 
 
