@@ -1,6 +1,6 @@
 """specperf: measure LLM speculative decoding, and fail CI when it regresses."""
 
-from specperf.decoding import DecodeResult, decode, hf_assisted_decode
+from specperf.decoding import DecodeResult, decode, decode_batch, hf_assisted_decode
 from specperf.drafters import Drafter, ModelDrafter, PromptLookupDrafter
 from specperf.errors import ConfigError, ContextLengthError, DataError, ModelError, SpecperfError
 
@@ -15,6 +15,7 @@ __all__ = [
     "PromptLookupDrafter",
     "SpecperfError",
     "decode",
+    "decode_batch",
     "hf_assisted_decode",
 ]
 __version__ = "0.1.0"

@@ -106,3 +106,20 @@ def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *,
         seq.extend(tokens[pos : pos + n + 1])
         pos += n + 1
     return Audit(matches, proposed, accepted, counts)
+
+
+@torch.inference_mode()
+def divergence_margin(verifier: torch.nn.Module, prompt_ids: list[int], reference: list[int], other: list[int],
+                      position: int) -> float | None:
+    """How close the verifier was to a tie where two greedy outputs part: logit(reference's token) minus
+    logit(other's token), at ``position``, on the reference's prefix. None when one output ended there (EOS).
+
+    In float16/bfloat16 a verify forward over k+1 tokens and a one-token forward round differently; where the top
+    two logits are this close, either token is the verifier's greedy choice.
+    """
+    if position >= len(reference) or position >= len(other):
+        return None
+    device = next(verifier.parameters()).device
+    ids = torch.tensor([prompt_ids + reference[:position]], device=device)  # (1, T + position)
+    logits = verifier(input_ids=ids, logits_to_keep=1).logits[0, -1].float()  # (V,)
+    return float(logits[reference[position]] - logits[other[position]])

@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from specperf.errors import ConfigError
+
+_SHOW_IDS = 4  # case ids quoted per side when two runs share none
 
 
 @dataclass(frozen=True)
@@ -36,17 +42,68 @@ def _read_json(file: Path, role: str) -> Any:
                           "fix: pass a readable file") from None
 
 
+@functools.lru_cache(maxsize=1)
+def installed_benchmark_version() -> str | None:
+    """The installed pytest-benchmark's version, None if it is not installed."""
+    try:
+        return metadata.version("pytest-benchmark")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _major(version: str) -> int | None:
+    match = re.match(r"\s*v?(\d{1,6})(?:\.|$)", version)
+    return int(match[1]) if match else None
+
+
+def _check_version(data: dict[str, Any], file: Path, role: str) -> None:
+    """Refuse a file written by another major version of pytest-benchmark (a file without a version passes)."""
+    version, installed = data.get("version"), installed_benchmark_version()
+    if version is None or installed is None:
+        return
+    major = _major(version) if isinstance(version, str) else None
+    if major is None:
+        raise ConfigError(f"{role} {file} has an unreadable pytest-benchmark version {version!r} (expected e.g. "
+                          f"{installed!r}); fix: pass the file written by `pytest perf/ --benchmark-json=FILE`")
+    if major != _major(installed):
+        raise ConfigError(f"{role} {file} was written by pytest-benchmark {version}, but pytest-benchmark "
+                          f"{installed} is installed, and the JSON format may change between major versions; fix: "
+                          f"re-run the reference with pytest-benchmark {_major(installed)}.x installed (or install "
+                          f"pytest-benchmark {major}.x to read this file)")
+
+
+def _few(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:_SHOW_IDS])
+    return f"{shown}, ... ({len(ids)} in all)" if len(ids) > _SHOW_IDS else shown
+
+
+def require_shared_cases(run: BenchRun, case_ids: Sequence[str], *, role: str, other: str, fix: str) -> list[str]:
+    """The ids of ``case_ids`` that ``run`` holds; a ConfigError when it holds none of them (another suite's file).
+
+    ``role`` names ``run``'s file and ``other`` what ``case_ids`` belong to, e.g. "this run"; ``fix`` ends the
+    message. An empty ``case_ids`` checks nothing.
+    """
+    shared = [case_id for case_id in case_ids if case_id in run.cases]
+    if case_ids and not shared:
+        raise ConfigError(f"{role} {run.path} shares no case with {other}: it holds {_few(list(run.cases))}; "
+                          f"{other} has {_few(list(case_ids))}. It comes from another suite, or from another "
+                          f"selection of drafts, k and slices; fix: {fix}")
+    return shared
+
+
 def load_bench_json(path: str | Path, *, role: str = "benchmark file") -> BenchRun:
     """Read a ``--benchmark-json`` file: its specperf cases (keyed by ``extra_info.case_id``), machine and commit.
 
-    Entries without a ``case_id`` (other benchmarks in the same run) are skipped. A missing or malformed file, or
-    one without specperf cases, is a ConfigError that says what to pass instead; ``role`` names the file in it.
+    Entries without a ``case_id`` (other benchmarks in the same run) are skipped. A missing or malformed file, one
+    without specperf cases, or one written by another major version of pytest-benchmark (its top-level
+    ``version``) is a ConfigError that says what to pass instead; ``role`` names the file in it.
     """
     file = Path(path)
     data = _read_json(file, role)
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ConfigError(f"{role} {file} has no 'benchmarks' list: it is not a pytest-benchmark JSON "
                           "file; fix: pass the file written by `pytest perf/ --benchmark-json=FILE`")
+    _check_version(data, file, role)
     cases: dict[str, dict[str, Any]] = {}
     for bench in data["benchmarks"]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None

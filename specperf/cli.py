@@ -7,13 +7,15 @@
 ``specperf compare OLD.json NEW.json [--thresholds PATH] [--config PATH] [--format text|github] [--output FILE]``
     Match cases by ``case_id``; for each, show old, new and change of speedup, acceptance_aggregate,
     mean_accepted_length, latency_p50, latency_p95 and throughput_p50. Cases in one file only are listed as added
-    or removed (not a failure). Every draft case of NEW is then gated by :func:`specperf.gates.evaluate` against
-    its OLD case, exactly as the plugin's ``--specperf-baseline`` does, with the thresholds of the suite
-    ``--config`` (default: the packaged embedded suite) merged with the ``--thresholds`` file. The table (or the
-    JSON) goes to ``--output`` or stdout; regressions and the verdict go to stderr.
+    or removed (not a failure), but two files that share no draft case of NEW come from different suites: bad
+    input. Every draft case of NEW is then gated by :func:`specperf.gates.evaluate` against its OLD case, exactly
+    as the plugin's ``--specperf-baseline`` does, with the thresholds of the suite ``--config`` (default: the
+    packaged embedded suite) merged with the ``--thresholds`` file. The table (or the JSON) goes to ``--output``
+    or stdout; regressions and the verdict go to stderr.
 
-Exit codes: 0 no regression; 1 a gate failed (compare only); 2 bad input (missing or malformed file, bad
-thresholds or suite), with a message on stderr.
+Exit codes: 0 no regression; 1 a gate failed (compare only); 2 bad input (missing or malformed file, a file of
+another pytest-benchmark major version, two runs of different suites, bad thresholds or suite), with a message
+on stderr; nothing is written then.
 
 ``--format github`` writes JSON for github-action-benchmark, one tool type per file. The values are NEW's:
 
@@ -235,11 +237,23 @@ def gate_messages(old: Mapping[str, Info], new: Mapping[str, Info], thresholds: 
     return messages
 
 
-def _run_compare(args: argparse.Namespace) -> int:
-    from specperf.report import atomic_write, load_bench_json
+def _load_pair(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """OLD's and NEW's cases; a ConfigError when they share no case NEW would be gated on (another suite's file)."""
+    from specperf.benchfile import load_bench_json, require_shared_cases
 
-    old, new = load_bench_json(args.old).cases, load_bench_json(args.new).cases
+    old_run, new_run = load_bench_json(args.old, role="OLD file"), load_bench_json(args.new, role="NEW file")
+    gated = [c for c, info in new_run.cases.items() if info.get("draft") is not None] or list(new_run.cases)
+    require_shared_cases(old_run, gated, role="OLD file", other=f"NEW file {args.new}",
+                         fix="compare two runs of the same suite (same drafts, k and slices)")
+    return old_run.cases, new_run.cases
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from specperf.report import atomic_write
+
+    old, new = _load_pair(args)
     thresholds = _thresholds(args, new)
+    messages = gate_messages(old, new, thresholds)  # before writing: a bad value is bad input, with no output
     if args.format == "github":
         _write_github(new, args.output)
     else:
@@ -248,7 +262,6 @@ def _run_compare(args: argparse.Namespace) -> int:
             atomic_write(args.output, text)
         else:
             sys.stdout.write(text)
-    messages = gate_messages(old, new, thresholds)
     n_drafts = sum(info.get("draft") is not None for info in new.values())
     if messages:
         sys.stderr.write(f"specperf compare: {len(messages)} regression(s) in {args.new}:\n")

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,9 @@ MAX_NEW_TOKENS = 4096
 MAX_ROUNDS = 1000
 MAX_WARMUP_ROUNDS = 100
 MAX_SEED = 2**32 - 1  # numpy's and most RNGs' seed range
+# Unbounded ints are capped too: 16**5000 is valid YAML, and more digits than json.dumps (config_hash) may print.
+MAX_THREADS = 4096
+MAX_BATCH_SIZE = 4096
 _DRAFT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 _SHOW_CHARS = 80  # longest repr of a bad value quoted in an error message
@@ -162,7 +166,7 @@ class SuiteConfig:
     trust_remote_code: bool = False  # run code shipped with hub models
     drafts: tuple[DraftSpec, ...]  # at least one, unique names
     k: tuple[int, ...] = (4,)  # block sizes, each 1..64
-    batch_size: tuple[int, ...] = (1,)  # reserved for batched decoding
+    batch_size: tuple[int, ...] = (1,)  # requests decoded together; each size is an axis value of the suite
     dataset: DatasetSpec = DatasetSpec()  # prompt data
     generation: GenerationSpec = GenerationSpec()  # decoding settings
     timing: TimingSpec = TimingSpec()  # rounds per case
@@ -174,11 +178,11 @@ class SuiteConfig:
         return tuple(d.name for d in self.drafts)
 
     def narrowed(self, drafts: Sequence[str] | None = None, k: Sequence[int] | None = None,
-                 slices: Sequence[str] | None = None) -> SuiteConfig:
-        """A copy restricted to the given drafts (suite order kept), block sizes and slices.
+                 slices: Sequence[str] | None = None, batch_size: Sequence[int] | None = None) -> SuiteConfig:
+        """A copy restricted to the given drafts (suite order kept), block sizes, slices and batch sizes.
 
-        None keeps a field as it is. An unknown draft name is a ConfigError; ``k`` and
-        ``slices`` replace the suite's lists and may hold values the suite lacks, validated
+        None keeps a field as it is. An unknown draft name is a ConfigError; ``k``, ``slices``
+        and ``batch_size`` replace the suite's lists and may hold values the suite lacks, validated
         as in the YAML. Thresholds are kept whole (apply a thresholds file before narrowing).
         """
         at = _At(CLI_SOURCE)
@@ -188,7 +192,9 @@ class SuiteConfig:
         if slices is not None:
             dataset = dataclasses.replace(
                 dataset, slices=_parse_slices(_as_list(slices), at.key("dataset").key("slices")))
-        return dataclasses.replace(self, drafts=chosen, k=block_sizes, dataset=dataset)
+        sizes = self.batch_size if batch_size is None else _int_tuple(
+            _as_list(batch_size), at.key("batch_size"), 1, MAX_BATCH_SIZE, "--specperf-batch=1,8")
+        return dataclasses.replace(self, drafts=chosen, k=block_sizes, dataset=dataset, batch_size=sizes)
 
 
 # =========================================================================== error helpers
@@ -204,9 +210,24 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
+# Bounded repr: a YAML file can nest aliases into a value with billions of leaves (a "billion laughs" document),
+# whose full repr would never finish; this one stops at a few levels and items.
+class _BoundedRepr(reprlib.Repr):
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # more digits than Python converts to text (sys.get_int_max_str_digits)
+            return f"<an integer of {x.bit_length()} bits>"
+
+
+_REPR = _BoundedRepr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 6, 6, 4, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = _SHOW_CHARS, _SHOW_CHARS, _SHOW_CHARS
+
+
 def _show(value: object) -> str:
     """A short ``repr`` of a bad value with its YAML-ish type, for error messages."""
-    text = repr(value)
+    text = _REPR.repr(value)
     if len(text) > _SHOW_CHARS:
         text = text[:_SHOW_CHARS - 3] + "..."
     return f"{text} ({_type_name(value)})"
@@ -573,7 +594,19 @@ def _parse_draft_floors(value: object, at: _At,
     return tuple(sorted(pairs))
 
 
+def _check_draft_keys_placement(value: object, at: _At, draft_names: Sequence[str] | None) -> None:
+    """A draft's name used as a key beside ``default`` (instead of under ``drafts:``) gets its own hint."""
+    if not isinstance(value, Mapping) or not draft_names:
+        return
+    for key in value:
+        if isinstance(key, str) and key not in THRESHOLD_KEYS and key in draft_names:
+            raise ConfigError(f"{at.source}: {at.path or 'top level'}: key {key!r} is a draft name, but per-draft "
+                              f"floors belong under 'drafts'; fix: write drafts: {{{key}: {{min_speedup: 1.2}}}} "
+                              "(valid keys here: " + ", ".join(THRESHOLD_KEYS) + ")")
+
+
 def _parse_thresholds(value: object, at: _At, draft_names: Sequence[str] | None) -> Thresholds:
+    _check_draft_keys_placement(value, at, draft_names)
     data = _mapping(value, at, THRESHOLD_KEYS)
     return Thresholds(
         default=_parse_floors(data.get("default"), at.key("default")),
@@ -668,7 +701,7 @@ def _yaml_error(exc: yaml.YAMLError, text: str, source: str) -> ConfigError:
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
         problem = getattr(exc, "reason", None)
-    detail = problem or str(exc).splitlines()[0]
+    detail = problem or next(iter(str(exc).splitlines()), type(exc).__name__)
     return ConfigError(f"{source}:{line}:{column}: YAML syntax error at line {line}, column {column}: "
                        f"{detail}; fix: correct the YAML there (indentation, ':' after keys, quotes around "
                        "strings that contain ':', '#', '{' or '[')")
@@ -679,10 +712,12 @@ def _parse_yaml(text: str, source: str) -> object:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, text, source) from None
-    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-        # PyYAML lets some scalar constructors fail raw, e.g. the date 2024-13-01.
-        raise ConfigError(f"{source}: YAML value cannot be read ({type(exc).__name__}: {exc}); "
-                          "fix: quote the value if it is meant as a string") from None
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        # PyYAML lets some scalar constructors fail raw: the date 2024-13-01 (ValueError), a bare '!!int' or
+        # '!!float' tag without a value (IndexError).
+        raise ConfigError(f"{source}: YAML value cannot be read ({type(exc).__name__}: {exc}); fix: quote the "
+                          "value if it is meant as a string, and give an explicit tag such as !!int a value of "
+                          "its type") from None
 
 
 def read_yaml(path: str | Path) -> object:
@@ -721,11 +756,12 @@ def parse_config(data: object, *, source: str = "<config>") -> SuiteConfig:
         verifier=verifier,
         device=_device(top.get("device", "auto"), at.key("device")),
         dtype=_choice(top.get("dtype", "float32"), at.key("dtype"), DTYPES),
-        threads=None if threads is None else _int(threads, at.key("threads"), 1),
+        threads=None if threads is None else _int(threads, at.key("threads"), 1, MAX_THREADS),
         trust_remote_code=_bool(top.get("trust_remote_code", False), at.key("trust_remote_code")),
         drafts=drafts,
         k=_parse_k(top.get("k", 4), at.key("k")),
-        batch_size=_int_tuple(top.get("batch_size", 1), at.key("batch_size"), 1, None, "batch_size: [1]"),
+        batch_size=_int_tuple(top.get("batch_size", 1), at.key("batch_size"), 1, MAX_BATCH_SIZE,
+                              "batch_size: [1]"),
         dataset=_parse_dataset(top.get("dataset"), at.key("dataset")),
         generation=_parse_generation(top.get("generation"), at.key("generation")),
         timing=_parse_timing(top.get("timing"), at.key("timing")),

@@ -38,6 +38,7 @@ POLICIES = ("truncate-abstract", "error")
 SLICE_FORMS = "'all', '<start>:<stop>' (e.g. '0:32'), 'head:<n>', 'random:<n>[:seed=<int>]'"
 
 Row = dict[str, str]
+_BLANK_CHECK_BYTES = 4096  # a file this small is read once to tell a whitespace-only file from data
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,17 @@ def _check_template(template: str) -> None:
     """Raise DataError unless ``template`` uses exactly the fields {question} and {abstract}."""
     allowed = "{question} and {abstract}"
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as exc:
         raise DataError(f"prompt template is malformed ({exc}); write literal braces as '{{{{' "
                         f"and '}}}}', and use only the fields {allowed}") from exc
+    for name, spec, conversion in fields:
+        # A format spec such as {question:>999999999999} would pad a prompt to any size; none is needed.
+        if spec or conversion:
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise DataError(f"prompt template field {shown!r} has a format spec or conversion; "
+                            f"write plain {allowed}")
+    names = [name for name, _, _ in fields]
     unknown = sorted({repr("{" + n + "}") for n in names if n not in TEMPLATE_FIELDS})
     missing = [f"{{{f}}}" for f in TEMPLATE_FIELDS if f not in names]
     if unknown or missing:
@@ -180,8 +188,10 @@ def _require_file(path: str | Path | None, source: str) -> Path:
                         f"resolved from {Path.cwd()})")
     if not file.is_file():
         raise DataError(f"{file} is not a file; pass the path of a data file")
-    if file.stat().st_size == 0:
-        raise DataError(f"prompt file {file} is empty; point to a file with at least one record")
+    size = file.stat().st_size
+    if size == 0 or (size <= _BLANK_CHECK_BYTES and not file.read_bytes().strip()):
+        raise DataError(f"prompt file {file} is empty{'' if size == 0 else ' (only whitespace)'}; point to a "
+                        "file with at least one record")
     return file
 
 

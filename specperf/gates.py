@@ -10,12 +10,12 @@ Two kinds of metric, two kinds of rule:
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from specperf.benchfile import load_bench_json
+from specperf.benchfile import load_bench_json, require_shared_cases
 from specperf.config import Floors, Thresholds, TimingGate, Tolerances
 from specperf.metrics import mann_whitney_u
 
@@ -24,7 +24,7 @@ FLOORS = {  # floor key -> extra_info metric it bounds from below
     "min_flop_speedup": "flop_speedup",
     "min_acceptance": "acceptance_aggregate",
     "min_agreement": "alpha",
-    "min_exact_match": "exact_match_rate",
+    "min_exact_match": "exact_match_gated",  # exact_match_rate in float32; exact or near-tie in half precision
 }
 # (metric, tolerance field, rule): "abs" = may drop by at most t, "rel" = by at most t * old, "rise" = may rise
 # by at most t * old (lower is better).
@@ -63,6 +63,8 @@ def check_floors(case_id: str, values: Mapping[str, Any], floors: Floors) -> lis
     found = []
     for key, metric in FLOORS.items():
         bound, value = getattr(floors, key), values.get(metric)
+        if metric == "exact_match_gated" and value is None:  # a file written before near-tie handling
+            metric, value = "exact_match_rate", values.get("exact_match_rate")
         if bound is not None and value is not None and value < bound:
             found.append(Violation(case_id, metric, value, bound, detail=f"{key} = {bound}"))
     return found
@@ -120,6 +122,16 @@ def evaluate(case_id: str, draft: str, new: Mapping[str, Any], old: Mapping[str,
     return found
 
 
-def load_baseline(path: str | Path) -> dict[str, dict[str, Any]]:
-    """Case id -> extra_info of an earlier ``--benchmark-json`` file written by specperf."""
-    return load_bench_json(path, role="baseline file").cases
+def load_baseline(path: str | Path, case_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Case id -> extra_info of an earlier ``--benchmark-json`` file written by specperf.
+
+    With ``case_ids`` (this run's draft cases), a file that holds none of them is a ConfigError naming a few ids on
+    each side: it was written by another suite, and gating against it would silently check floors only.
+    """
+    run = load_bench_json(path, role="baseline file")
+    if case_ids is not None:
+        require_shared_cases(run, case_ids, role="baseline file", other="this run",
+                             fix="pass the --benchmark-json of a run of the same suite with an overlapping "
+                                 "selection (--specperf-drafts, --specperf-k, --specperf-slice), or drop "
+                                 "--specperf-baseline")
+    return run.cases

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +40,19 @@ class LoadedModel:
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` is CUDA when available, else the CPU. Asking for CUDA without it is an error, not a fallback."""
-    if device not in DEVICES and not device.startswith("cuda:"):
-        raise ModelError(f"unknown device {device!r}; use one of {', '.join(DEVICES)} (or cuda:N)")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", device):
+        raise ModelError(f"unknown device {device!r}; fix: use one of {', '.join(DEVICES)} or cuda:N (N a number)")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device {device!r} was asked for but CUDA is not available here "
-                         f"(torch {torch.__version__}); use --specperf-device cpu or auto, or install a CUDA build of torch")
+        build = f"CUDA build {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise ModelError(f"device {device!r} was asked for but CUDA is not available here (torch {torch.__version__}, "
+                         f"{build}); fix: use --specperf-device cpu (or auto, or device: cpu in the suite), or "
+                         "install a CUDA build of torch on a machine with an NVIDIA GPU")
+    count = torch.cuda.device_count() if device.startswith("cuda:") else 0
+    if device.startswith("cuda:") and int(device[5:]) >= count:
+        raise ModelError(f"device {device!r} does not exist: this machine has {count} CUDA device(s), "
+                         f"cuda:0..cuda:{count - 1}; fix: pick one of them, or use cuda (the current device)")
     return torch.device(device)
 
 

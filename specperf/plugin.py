@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from specperf import hookspecs
-from specperf.config import DEFAULT_CONFIG_PATH, apply_thresholds_file, load_config
+from specperf.config import DEFAULT_CONFIG_PATH, MAX_K, SuiteConfig, apply_thresholds_file, load_config
 from specperf.errors import SpecperfError
 from specperf.session import Options, SpecperfSession
 from specperf.tables import acceptance_table, performance_table
@@ -19,26 +20,45 @@ log = logging.getLogger(__name__)
 _SESSION = pytest.StashKey[SpecperfSession]()
 
 
+_DEVICE_OPTION = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
 def parse_list(value: str) -> tuple[str, ...]:
     items = tuple(v.strip() for v in value.split(",") if v.strip())
     if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}; fix: name at least one, "
+                                         "e.g. draft-small,prompt-lookup")
     return items
 
 
 def parse_k(value: str) -> tuple[int, ...]:
     try:
         ks = tuple(int(v) for v in parse_list(value))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4, got {value!r}") from None
-    if any(not 1 <= k <= 64 for k in ks):
-        raise argparse.ArgumentTypeError(f"each k must be in 1..64, got {value!r}")
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4, got {value!r}; "
+                                         "fix: pass e.g. --specperf-k=2,4") from None
+    if any(not 1 <= k <= MAX_K for k in ks):
+        raise argparse.ArgumentTypeError(f"each k must be in 1..{MAX_K}, got {value!r}; fix: pass block sizes "
+                                         f"in that range, e.g. --specperf-k=2,4")
     return ks
 
 
+def parse_batch(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(v) for v in parse_list(value))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,4,8, got {value!r}; "
+                                         "fix: pass e.g. --specperf-batch=1,4,8") from None
+    if any(b < 1 for b in sizes):
+        raise argparse.ArgumentTypeError(f"each batch size must be >= 1, got {value!r}; fix: pass e.g. "
+                                         "--specperf-batch=1,4,8")
+    return sizes
+
+
 def parse_device(value: str) -> str:
-    if value not in ("auto", "cpu", "cuda") and not value.startswith("cuda:"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    if not _DEVICE_OPTION.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {value!r}; "
+                                         "fix: pass e.g. --specperf-device cpu")
     return value
 
 
@@ -51,7 +71,8 @@ def parse_dtype(value: str) -> str:
 def parse_file(value: str) -> Path:
     path = Path(value)
     if not path.is_file():
-        raise argparse.ArgumentTypeError(f"no such file: {value}")
+        raise argparse.ArgumentTypeError(f"no such file: {value}; fix: pass an existing file (a relative path "
+                                         f"starts at {Path.cwd()})")
     return path
 
 
@@ -72,6 +93,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated draft names to run (default: all drafts of the suite)")
     group.addoption("--specperf-k", metavar="K", type=parse_k, default=None,
                     help="comma-separated block sizes, each 1..64 (default: the suite's k)")
+    group.addoption("--specperf-batch", metavar="SIZES", type=parse_batch, default=None,
+                    help="comma-separated batch sizes (requests decoded together), e.g. 1,4,8 "
+                         "(default: the suite's batch_size, [1] unless set)")
     group.addoption("--specperf-slice", metavar="SLICES", type=parse_list, default=None,
                     help="comma-separated dataset slices such as 0:8,random:16:seed=0 (default: the suite's)")
     group.addoption("--specperf-thresholds", metavar="PATH", type=parse_file, default=None,
@@ -91,23 +115,47 @@ def _options(config: pytest.Config) -> Options:
     return Options(
         config_path=path, device=config.getoption("specperf_device"), dtype=config.getoption("specperf_dtype"),
         drafts=config.getoption("specperf_drafts"), k=config.getoption("specperf_k"),
-        slices=config.getoption("specperf_slice"), thresholds_path=config.getoption("specperf_thresholds"),
+        slices=config.getoption("specperf_slice"), batch_size=config.getoption("specperf_batch"),
+        thresholds_path=config.getoption("specperf_thresholds"),
         baseline_path=config.getoption("specperf_baseline"), report_dir=config.getoption("specperf_report"),
     )
+
+
+def _check_device(device: str) -> None:
+    """Refuse cuda or cuda:N where CUDA is missing now, at configure time, not at the first model load."""
+    if device.startswith("cuda"):
+        from specperf.models import resolve_device
+
+        resolve_device(device)
+
+
+def _load_baseline(config: pytest.Config, path: Path, suite: SuiteConfig) -> dict[str, dict[str, Any]]:
+    """The baseline's cases; an error if it shares no draft case with this run, a warning if it lacks some."""
+    from specperf.gates import load_baseline
+    from specperf.suite import build_cases
+
+    case_ids = [case.id for case in build_cases(suite)[0]]
+    baseline = load_baseline(path, case_ids)
+    missing = [case_id for case_id in case_ids if case_id not in baseline]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"specperf: baseline file {path} lacks {len(missing)} of this run's {len(case_ids)} draft case(s) "
+            f"({shown}); only absolute floors gate those"), stacklevel=2)
+    return baseline
 
 
 def _build_session(config: pytest.Config) -> SpecperfSession:
     from dataclasses import replace
 
-    from specperf.gates import load_baseline
-
     opts = _options(config)
     suite = load_config(opts.config_path)
     if opts.thresholds_path is not None:  # before narrowing: the file may name drafts this run leaves out
         suite = apply_thresholds_file(suite, opts.thresholds_path)
-    suite = suite.narrowed(opts.drafts, opts.k, opts.slices)
+    suite = suite.narrowed(opts.drafts, opts.k, opts.slices, opts.batch_size)
     suite = replace(suite, device=opts.device or suite.device, dtype=opts.dtype or suite.dtype)
-    baseline = load_baseline(opts.baseline_path) if opts.baseline_path is not None else None
+    _check_device(suite.device)
+    baseline = _load_baseline(config, opts.baseline_path, suite) if opts.baseline_path is not None else None
     return SpecperfSession(config, opts, suite, suite.thresholds, baseline)
 
 

@@ -283,12 +283,13 @@ def plot_acceptance(cases: Cases) -> Figure | str:
 def plot_speedup_vs_k(cases: Cases) -> Figure | str:
     """Speedup against block size k: one line per draft (and slice, when there are several)."""
     drafts = _draft_cases(cases)
-    slices = _unique(drafts, "slice")
+    slices, sizes = _unique(drafts, "slice"), _unique(drafts, "batch_size")
     lines: dict[str, list[tuple[float, float]]] = {}
     for info in drafts.values():
         k, speedup = _num(info.get("k")), _num(info.get("speedup"))
         if math.isfinite(k) and math.isfinite(speedup):
-            name = str(info.get("draft")) + (f" ({info.get('slice')})" if len(slices) > 1 else "")
+            name = (str(info.get("draft")) + (f" ({info.get('slice')})" if len(slices) > 1 else "")
+                    + (f" batch {info.get('batch_size', 1)}" if len(sizes) > 1 else ""))
             lines.setdefault(name, []).append((k, speedup))
     if not lines:
         return "no draft case reports both k and speedup"
@@ -345,6 +346,64 @@ def plot_expected_speedup(cases: Cases) -> Figure | str:
     return _finish(fig, ax, "Measured against expected speedup", cases)
 
 
+def _batch_lines(cases: Cases, value: Callable[[Mapping[str, Any]], Any],
+                 drafts_only: bool) -> dict[str, list[tuple[float, float]]]:
+    """name -> (batch size, value) points: one line per (draft, k) and slice, and one for the baseline."""
+    slices = _unique(cases, "slice")
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for info in cases.values():
+        if drafts_only and not is_draft_case(info):
+            continue
+        size, y = _num(info.get("batch_size", 1)), _num(value(info))
+        if not (math.isfinite(size) and math.isfinite(y)):
+            continue
+        name = f"{info.get('draft')} k={info.get('k')}" if is_draft_case(info) else "verifier-only baseline"
+        name += f" ({info.get('slice')})" if len(slices) > 1 else ""
+        lines.setdefault(name, []).append((size, y))
+    return {name: sorted(points) for name, points in lines.items() if len(points) > 1}
+
+
+def _batch_axes(lines: dict[str, list[tuple[float, float]]], ylabel: str) -> tuple[Figure, Axes]:
+    fig, ax = _new_figure(0, width=8.0)
+    for name, points in lines.items():
+        sizes, values = zip(*points)
+        ax.plot(sizes, values, marker="o", label=name, linestyle=":" if name.startswith("verifier") else "-")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({b for points in lines.values() for b, _ in points}),
+                  [str(int(b)) for b in sorted({b for points in lines.values() for b, _ in points})])
+    ax.set_xlabel("batch size (requests decoded together)")
+    ax.set_ylabel(ylabel)
+    return fig, ax
+
+
+def plot_throughput_vs_batch(cases: Cases) -> Figure | str:
+    """Aggregate throughput (all new tokens / wall) against batch size, per draft and for the baseline."""
+    lines = _batch_lines(cases, lambda i: i.get("throughput_aggregate"), drafts_only=False)
+    if not lines:
+        return "the run has one batch size (set batch_size: [1, 4, 8] or --specperf-batch=1,4,8)"
+    fig, ax = _batch_axes(lines, "aggregate throughput (tok/s, whole batch)")
+    ax.set_ylim(0.0, max(v for points in lines.values() for _, v in points) * _HEADROOM)
+    ax.legend(fontsize=8)
+    return _finish(fig, ax, "Aggregate throughput against batch size (higher is better)", cases)
+
+
+def plot_speedup_vs_batch(cases: Cases) -> Figure | str:
+    """Speedup over the baseline at the same batch size, against batch size; marks where a draft stops paying."""
+    lines = _batch_lines(cases, lambda i: i.get("speedup_aggregate"), drafts_only=True)
+    if not lines:
+        return "the run has one batch size (set batch_size: [1, 4, 8] or --specperf-batch=1,4,8)"
+    fig, ax = _batch_axes(lines, "speedup vs same-batch baseline (x)")
+    ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="verifier-only (1.0x)")
+    for name, points in lines.items():
+        losing = [b for b, v in points if v < 1.0]
+        if losing:
+            ax.annotate(f"below 1x from batch {int(min(losing))}", (min(losing), 1.0), textcoords="offset points",
+                        xytext=(4, -12), fontsize=7)
+    ax.set_ylim(0.0, max(_HEADROOM, max(v for points in lines.values() for _, v in points) * _HEADROOM))
+    ax.legend(fontsize=8)
+    return _finish(fig, ax, "Speedup against batch size (where speculation stops paying)", cases)
+
+
 @dataclass(frozen=True)
 class PlotSpec:
     stem: str  # file name without .png
@@ -360,6 +419,8 @@ PLOTS = (
     PlotSpec("speedup_vs_k", "Speedup against block size k", plot_speedup_vs_k),
     PlotSpec("position_acceptance", "Per-position acceptance", plot_position_acceptance),
     PlotSpec("expected_speedup", "Measured against expected speedup", plot_expected_speedup),
+    PlotSpec("throughput_vs_batch", "Aggregate throughput against batch size", plot_throughput_vs_batch),
+    PlotSpec("speedup_vs_batch", "Speedup against batch size", plot_speedup_vs_batch),
 )
 
 

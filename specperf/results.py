@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from specperf import metrics
+from specperf.audit import divergence_margin
 from specperf.decoding import DecodeResult
 from specperf.suite import CaseRun, SuiteRunner
 
@@ -16,18 +17,28 @@ def _pooled(rounds: list[list[DecodeResult]]) -> list[DecodeResult]:
     return [r for round_ in rounds for r in round_]
 
 
-def timing_metrics(rounds: list[list[DecodeResult]]) -> dict[str, Any]:
-    """Per-request latency (s/token), throughput (tok/s), TTFT and TPOT (s), pooled over the timed rounds."""
+def round_walls(rounds: list[list[DecodeResult]], batch_size: int) -> list[float]:
+    """Wall seconds of each round: the sum over its batches of the batch's wall (its slowest row's ``wall_s``)."""
+    return [sum(max(r.wall_s for r in round_[i : i + batch_size]) for i in range(0, len(round_), batch_size))
+            for round_ in rounds]
+
+
+def timing_metrics(rounds: list[list[DecodeResult]], batch_size: int = 1) -> dict[str, Any]:
+    """Per-request latency (s/token; within its batch), throughput (tok/s), TTFT and TPOT (s), pooled over the
+    timed rounds; and the aggregate throughput of each round (all new tokens / the round's wall)."""
     results = _pooled(rounds)
     latency = metrics.summarize([r.latency for r in results])
     throughput = metrics.summarize([r.throughput for r in results])
     tpots = [r.tpot_s for r in results if r.tpot_s is not None]
+    walls = round_walls(rounds, batch_size)
+    aggregate = [sum(r.new_tokens for r in round_) / wall for round_, wall in zip(rounds, walls)]
     return {
         "latency_p50": latency.p50, "latency_p95": latency.p95,
         "throughput_p50": throughput.p50, "throughput_p95": throughput.p95, "throughput_p5": throughput.p5,
         "ttft_p50": metrics.percentile([r.ttft_s for r in results], 50),
         "tpot_p50": metrics.percentile(tpots, 50) if tpots else None,
-        "round_s": [sum(r.wall_s for r in round_) for round_ in rounds],
+        "throughput_aggregate": metrics.percentile(aggregate, 50),
+        "round_s": walls,
     }
 
 
@@ -43,12 +54,13 @@ def base_metrics(runner: SuiteRunner, run: CaseRun) -> dict[str, Any]:
     verifier_tokens = sum(r.verifier_tokens for r in last) if all(r.verifier_tokens is not None for r in last) else None
     return {
         "verifier": config.verifier, "slice": run.case.slice, "device": str(runner.device), "dtype": config.dtype,
-        "k": run.case.k, "n_requests": len(last), "new_tokens": new_tokens,
+        "k": run.case.k, "batch_size": run.case.batch_size, "n_requests": len(last), "new_tokens": new_tokens,
         "n_shortened": runner.prompts(run.case.slice).n_shortened,
         "verifier_calls_per_token": sum(r.verifier_calls for r in last) / new_tokens,
+        "injected_faults": runner.faults.describe(),
         "flops_per_token": (_flops(runner.verifier.n_params, verifier_tokens) / new_tokens
                             if verifier_tokens is not None else None),
-        **timing_metrics(run.rounds),
+        **timing_metrics(run.rounds, run.case.batch_size),
     }
 
 
@@ -95,20 +107,50 @@ def comparison_metrics(runner: SuiteRunner, run: CaseRun) -> dict[str, Any]:
     """Speedup from the paired rounds, exactness against the baseline, FLOPs, and theory."""
     base_results, results = _pooled(run.baseline_rounds), _pooled(run.rounds)
     base_last, last = run.baseline_rounds[-1], run.rounds[-1]
+    size = run.case.batch_size
+    base_walls, walls = round_walls(run.baseline_rounds, size), round_walls(run.rounds, size)
     pairs = list(zip(base_last, last))
     divergence = [_first_divergence(b.tokens, r.tokens) for b, r in pairs]
     out: dict[str, Any] = {
         "speedup": metrics.speedup([r.latency for r in base_results], [r.latency for r in results]),
-        "speedup_aggregate": metrics.aggregate_speedup(sum(r.wall_s for r in base_results),
-                                                       sum(r.wall_s for r in results)),
-        "speedup_rounds": [sum(r.wall_s for r in b) / sum(r.wall_s for r in c)
-                           for b, c in zip(run.baseline_rounds, run.rounds)],
+        "speedup_aggregate": metrics.aggregate_speedup(sum(base_walls), sum(walls)),
+        "speedup_rounds": [b / c for b, c in zip(base_walls, walls)],
         "baseline_latency_p50": metrics.percentile([r.latency for r in base_results], 50),
         "exact_match_rate": sum(d is None for d in divergence) / len(divergence),
         "first_divergence": divergence,
     }
     out.update(_flop_metrics(runner, run, base_last, last))
+    out.update(divergence_metrics(runner, run.case.slice, pairs, divergence))
     return out
+
+
+# Largest verifier logit gap at a divergence that still counts as a near-tie, per dtype. Half precision keeps
+# 8 (bfloat16) or 11 (float16) significant bits: at logits near 20 one step is 0.125 or 0.016, and a (k+1)-token
+# verify forward and a 1-token forward round differently, by a few steps after a dozen layers. float32 has no
+# tolerance: there, greedy output must equal the baseline token for token.
+NEAR_TIE = {"float32": 0.0, "float16": 0.1, "bfloat16": 0.5}
+
+
+def divergence_metrics(runner: SuiteRunner, slice_name: str, pairs: list[tuple[DecodeResult, DecodeResult]],
+                       divergence: list[int | None]) -> dict[str, Any]:
+    """At each request's first divergence from the baseline: the verifier's logit margin there; and the share
+    of requests that match exactly or part only at a near-tie (the exact-match floor's metric in half precision)."""
+    prompts, dtype = runner.prompts(slice_name).ids, runner.config.dtype
+    tolerance = NEAR_TIE.get(dtype, 0.0)
+    margins: list[float | None] = []
+    near_tie = 0
+    for prompt, (base, case), position in zip(prompts, pairs, divergence):
+        margin = None if position is None else divergence_margin(runner.verifier.model, prompt, base.tokens,
+                                                                 case.tokens, position)
+        margins.append(margin)
+        near_tie += margin is not None and margin <= tolerance
+    exact = sum(d is None for d in divergence)
+    return {
+        "divergence_margins": margins,
+        "near_tie_tolerance": tolerance,
+        "exact_or_near_tie_rate": (exact + near_tie) / len(divergence),
+        "exact_match_gated": exact / len(divergence) if tolerance == 0.0 else (exact + near_tie) / len(divergence),
+    }
 
 
 def _first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -133,6 +175,8 @@ def _flop_metrics(runner: SuiteRunner, run: CaseRun, base_last: list[DecodeResul
 def theory_metrics(runner: SuiteRunner, run: CaseRun, alpha: float | None, measured: float) -> dict[str, Any]:
     """c (draft step / verifier step), v(k+1) (verify cost / step), Leviathan's expected speedup, efficiency."""
     case, config = run.case, runner.config
+    if case.batch_size > 1:  # the model's step costs are measured at batch 1
+        return {"cost_ratio": None, "verify_cost": None, "expected_speedup": None, "efficiency": None}
     v1 = runner.step_cost(config.verifier, 1, case.slice)
     verify_cost = runner.step_cost(config.verifier, case.k + 1, case.slice) / v1
     c = runner.step_cost(case.draft.model, 1, case.slice) / v1 if case.draft.drafter == "model" else 0.0

@@ -15,11 +15,13 @@ import torch
 from specperf.audit import Audit, audit_drafter, audit_model_draft
 from specperf.config import DraftSpec, SuiteConfig
 from specperf.data import apply_slice, fit_prompts, load_records
-from specperf.decoding import DecodeResult, decode, hf_assisted_decode
+from specperf.decoding import DecodeResult, decode, decode_batch, hf_assisted_decode
 from specperf.decoding.costs import step_seconds
-from specperf.decoding.model_step import context_window
+from specperf.decoding.model_step import context_window, vocab_size
 from specperf.drafters import Drafter, ModelDrafter, PromptLookupDrafter
 from specperf.errors import SpecperfError
+from specperf.faults import from_env as injected_faults
+from specperf.faults import slow_down, speed_up, wrap_drafter
 from specperf.models import LoadedModel, check_same_tokenizer, load_model, resolve_device
 
 log = logging.getLogger(__name__)
@@ -31,24 +33,31 @@ class AuditMismatch(SpecperfError):
     """The audit's recomputed greedy acceptance differs from the engine's own counters."""
 
 
+GroupFn = Callable[[int, list[list[int]]], list[DecodeResult]]
+
+
 @dataclass(frozen=True)
 class Case:
-    """One benchmark case: a draft (None for the verifier-only baseline) at block size k on a dataset slice."""
+    """One benchmark case: a draft (None for the verifier-only baseline) at block size k on a dataset slice,
+    decoding batch_size requests together."""
 
     draft: DraftSpec | None
     k: int
     slice: str
+    batch_size: int = 1
 
     @property
     def id(self) -> str:
-        """Stable across commits: pytest-benchmark's --benchmark-compare matches runs by it."""
+        """Stable across commits: pytest-benchmark's --benchmark-compare matches runs by it. Batch 1 has no suffix."""
+        suffix = f"-b{self.batch_size}" if self.batch_size > 1 else ""
         if self.draft is None:
-            return f"baseline-{self.slice}"
-        return f"{self.draft.name}-k{self.k}-{self.slice}"
+            return f"baseline-{self.slice}{suffix}"
+        return f"{self.draft.name}-k{self.k}-{self.slice}{suffix}"
 
     @property
     def baseline(self) -> Case:
-        return Case(None, 0, self.slice)
+        """The verifier-only case this one is timed against: same slice, same batch size."""
+        return Case(None, 0, self.slice, self.batch_size)
 
 
 @dataclass
@@ -72,10 +81,14 @@ class CaseRun:
 
 
 def build_cases(config: SuiteConfig) -> tuple[list[Case], list[Case]]:
-    """(draft cases, baseline cases): every (draft, k, slice), and one baseline per slice."""
-    slices = list(config.dataset.slices)
-    drafts = [Case(d, k, s) for s in slices for d in config.drafts for k in config.k]
-    return drafts, [Case(None, 0, s) for s in slices]
+    """(draft cases, baseline cases): every (draft, k, slice, batch size), and one baseline per (slice, batch size).
+
+    transformers' assisted generation decodes one request at a time, so HF-engine drafts run at batch size 1 only.
+    """
+    slices, sizes = list(config.dataset.slices), list(config.batch_size)
+    drafts = [Case(d, k, s, b) for s in slices for b in sizes for d in config.drafts for k in config.k
+              if b == 1 or d.engine != "hf"]
+    return drafts, [Case(None, 0, s, b) for s in slices for b in sizes]
 
 
 class SuiteRunner:
@@ -89,8 +102,8 @@ class SuiteRunner:
         self._models: dict[str, LoadedModel] = {}
         self._prompts: dict[str, PromptSet] = {}
         self._drafters: dict[str, Drafter] = {}
-        self._baselines: dict[str, CaseRun] = {}
         self._step_cost: dict[tuple[str, int], float] = {}
+        self.faults = injected_faults()  # test-only regressions for perf/gate_quality.py; none unless set
 
     # -- models and prompts -------------------------------------------------------------------------------------
     def model(self, name: str) -> LoadedModel:
@@ -119,54 +132,68 @@ class SuiteRunner:
         return self._prompts[slice_name]
 
     def drafter(self, spec: DraftSpec) -> Drafter:
+        """The case's drafter: one per draft name, reused by every case and request."""
         if spec.name not in self._drafters:
-            if spec.drafter == "prompt-lookup":
-                self._drafters[spec.name] = PromptLookupDrafter(max_ngram=spec.max_ngram, min_ngram=spec.min_ngram)
-            else:
-                self._drafters[spec.name] = ModelDrafter(self.model(spec.model).model, label=spec.model)
+            self._drafters[spec.name] = self.new_drafter(spec)
         return self._drafters[spec.name]
+
+    def forget_request_state(self) -> None:
+        """Drop the drafters (and the caches they hold); they are rebuilt on next use. Models stay loaded."""
+        self._drafters.clear()
+
+    def new_drafter(self, spec: DraftSpec) -> Drafter:
+        if spec.drafter == "prompt-lookup":
+            drafter: Drafter = PromptLookupDrafter(max_ngram=spec.max_ngram, min_ngram=spec.min_ngram)
+        else:
+            drafter = ModelDrafter(self.model(spec.model).model, label=spec.model)
+        return wrap_drafter(drafter, self.faults, vocab_size(self.verifier.model))
 
     # -- decoding -----------------------------------------------------------------------------------------------
     def _eos(self) -> int | None:
         return self.verifier.tokenizer.eos_token_id if self.config.generation.stop_at_eos else None
 
-    def decode_fn(self, case: Case) -> Callable[[int, list[int]], DecodeResult]:
-        """A function decoding request i of the case's slice; built once, so the timed loop only decodes."""
+    def decode_fn(self, case: Case) -> GroupFn:
+        """A function decoding a group of the slice's requests together (first index, prompts); built once, so
+        the timed loop only decodes. Batch size 1 uses the batch-1 engine, whose numbers every baseline JSON holds."""
         gen, verifier, eos = self.config.generation, self.verifier.model, self._eos()
         common = dict(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, eos_token_id=eos)
-        if case.draft is None:
-            return lambda i, p: decode(verifier, p, seed=gen.seed + i, **common)
-        if case.draft.engine == "hf":
+        drafter = self.drafter(case.draft) if case.draft is not None and case.draft.engine != "hf" else None
+        if case.batch_size > 1:
+            def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
+                return decode_batch(verifier, prompts, drafter=drafter, k=case.k or 1, seed=gen.seed + i, **common)
+        elif case.draft is None or drafter is not None:
+            def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
+                return [decode(verifier, prompts[0], drafter=drafter, k=case.k or 1, seed=gen.seed + i, **common)]
+        else:
             draft_model = self.model(case.draft.model).model
-            return lambda i, p: hf_assisted_decode(verifier, p, draft_model, k=case.k, seed=gen.seed + i, **common)
-        drafter = self.drafter(case.draft)
-        return lambda i, p: decode(verifier, p, drafter=drafter, k=case.k, seed=gen.seed + i, **common)
+
+            def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
+                return [hf_assisted_decode(verifier, prompts[0], draft_model, k=case.k, seed=gen.seed + i,
+                                           **common)]
+        if case.draft is None:
+            return speed_up(group, self.faults.baseline_speedup)
+        return slow_down(group, self.faults.spec_slowdown)
+
+    def pass_fn(self, case: Case) -> Callable[[], list[DecodeResult]]:
+        """Decode every prompt of the case's slice once, batch_size requests at a time, in slice order."""
+        fn, prompts, size = self.decode_fn(case), self.prompts(case.slice).ids, case.batch_size
+        groups = [(i, prompts[i : i + size]) for i in range(0, len(prompts), size)]
+        return lambda: [r for i, group in groups for r in fn(i, group)]
 
     def run_pass(self, case: Case) -> list[DecodeResult]:
         """Decode every prompt of the case's slice once."""
-        fn, prompts = self.decode_fn(case), self.prompts(case.slice).ids
-        return [fn(i, p) for i, p in enumerate(prompts)]
+        return self.pass_fn(case)()
 
     def benchmark_baseline(self, case: Case, benchmark: Any) -> CaseRun:
         """Time the verifier-only baseline of a slice; its run is kept for every draft case of the slice."""
-        timing, fn = self.config.timing, self.decode_fn(case)
-        prompts = self.prompts(case.slice).ids
+        timing, decode_pass = self.config.timing, self.pass_fn(case)
         rounds: list[list[DecodeResult]] = []
 
         def target() -> None:
-            rounds.append([fn(i, p) for i, p in enumerate(prompts)])
+            rounds.append(decode_pass())
 
         benchmark.pedantic(target, rounds=timing.rounds, warmup_rounds=timing.warmup_rounds, iterations=1)
-        run = CaseRun(case, rounds[timing.warmup_rounds:])
-        self._baselines[case.slice] = run
-        return run
-
-    def baseline_run(self, slice_name: str) -> CaseRun:
-        """The slice's baseline run: from its own benchmark case when that ran, else one untimed pass."""
-        if slice_name not in self._baselines:
-            case = Case(None, 0, slice_name)
-            self._baselines[slice_name] = CaseRun(case, [self.run_pass(case)])
-        return self._baselines[slice_name]
+        return CaseRun(case, rounds[timing.warmup_rounds:])
 
     def benchmark_case(self, case: Case, benchmark: Any) -> CaseRun:
         """Time a draft case with a verifier-only pass before every round (in pedantic's untimed setup).
@@ -174,16 +201,15 @@ class SuiteRunner:
         Pairing the rounds makes machine drift hit both sides, so per-round speedups can be compared.
         """
         timing = self.config.timing
-        fn, base_fn = self.decode_fn(case), self.decode_fn(case.baseline)
-        prompts = self.prompts(case.slice).ids
+        decode_pass, baseline_pass = self.pass_fn(case), self.pass_fn(case.baseline)
         rounds: list[list[DecodeResult]] = []
         base_rounds: list[list[DecodeResult]] = []
 
         def setup() -> None:
-            base_rounds.append([base_fn(i, p) for i, p in enumerate(prompts)])
+            base_rounds.append(baseline_pass())
 
         def target() -> None:
-            rounds.append([fn(i, p) for i, p in enumerate(prompts)])
+            rounds.append(decode_pass())
 
         benchmark.pedantic(target, setup=setup, rounds=timing.rounds, warmup_rounds=timing.warmup_rounds,
                            iterations=1)
@@ -199,9 +225,9 @@ class SuiteRunner:
         prompts, gen = self.prompts(case.slice).ids, self.config.generation
         audits = []
         for prompt, result in zip(prompts, results):
-            if case.draft.drafter == "prompt-lookup":
-                drafter = PromptLookupDrafter(max_ngram=case.draft.max_ngram, min_ngram=case.draft.min_ngram)
-                audit = audit_drafter(drafter, prompt, result.tokens, k=case.k, max_new_tokens=gen.max_new_tokens)
+            if case.draft.drafter == "prompt-lookup" or self.faults.corrupt_every:
+                audit = audit_drafter(self.new_drafter(case.draft), prompt, result.tokens, k=case.k,
+                                      max_new_tokens=gen.max_new_tokens)
             else:
                 audit = audit_model_draft(self.model(case.draft.model).model, prompt, result.tokens, k=case.k,
                                           max_new_tokens=gen.max_new_tokens)

@@ -50,6 +50,8 @@ PERFORMANCE_COLUMNS: tuple[Column, ...] = (
     Column("latency p95 (s/tok)", _key("latency_p95"), ".5f"),
     Column("throughput p50 (tok/s)", _key("throughput_p50"), ".1f"),
     Column("throughput p95 (tok/s)", _key("throughput_p95"), ".1f"),
+    Column("batch", lambda _case_id, info: info.get("batch_size", 1), "d"),
+    Column("aggregate throughput (tok/s)", _key("throughput_aggregate"), ".1f"),
     Column("speedup (x)", lambda _case_id, info: case_speedup(info), ".2f"),
 )
 ACCEPTANCE_COLUMNS: tuple[Column, ...] = (

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PERF_TESTS = ROOT / "perf" / "test_speculative.py"
 
 # The tests' small suite, shared with tests/test_plugin.py: two prompts, two block sizes, a model draft, prompt lookup
-# and an HF-engine case. The shared run below narrows it to the specperf-engine drafts (RUN_DRAFTS).
+# and an HF-engine case. The shared run below narrows it to the specperf-engine drafts (RUN_DRAFTS), at
+# batch sizes 1 and 2 (RUN_BATCH).
 SUITE = """
 verifier: embedded:verifier
 device: cpu
@@ -46,7 +47,9 @@ thresholds:
     min_exact_match: 1.0
 """
 RUN_DRAFTS = "small,lookup"
-CASE_IDS = ("baseline-0:2", "small-k2-0:2", "small-k3-0:2", "lookup-k2-0:2", "lookup-k3-0:2")
+RUN_BATCH = "1,2"  # two batch sizes, so the report's batch plots have data
+CASE_IDS = ("baseline-0:2", "small-k2-0:2", "small-k3-0:2", "lookup-k2-0:2", "lookup-k3-0:2",
+            "baseline-0:2-b2", "small-k2-0:2-b2", "small-k3-0:2-b2", "lookup-k2-0:2-b2", "lookup-k3-0:2-b2")
 
 _RUNS: dict[str, Path] = {}
 
@@ -58,7 +61,8 @@ def run_suite(workdir: Path) -> Path:
     # One thread: tiny models run fastest that way, and the machine is shared with other measurements.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "pytest", "test_perf.py", "--specperf-config=suite.yaml",
-           "--benchmark-json=bench.json", f"--specperf-drafts={RUN_DRAFTS}", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+           "--benchmark-json=bench.json", f"--specperf-drafts={RUN_DRAFTS}",
+           f"--specperf-batch={RUN_BATCH}", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"the benchmark run failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
     return workdir / "bench.json"

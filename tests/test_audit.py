@@ -53,3 +53,17 @@ def test_agreement_of_an_identical_draft_is_one(verifier, identical_draft):
     result = specperf.decode(verifier, PROMPTS[0], max_new_tokens=20)
     audit = audit_model_draft(identical_draft, PROMPTS[0], result.tokens, k=4, max_new_tokens=20)
     assert audit.agreement == 1.0 and audit.acceptance == 1.0
+
+
+def test_divergence_margin_is_the_verifier_logit_gap(verifier):
+    from specperf.audit import divergence_margin
+
+    prompt = PROMPTS[0]
+    tokens = specperf.decode(verifier, prompt, max_new_tokens=6).tokens
+    with torch.no_grad():
+        logits = verifier(torch.tensor([prompt + tokens[:3]])).logits[0, -1]
+    runner_up = int(logits.topk(2).indices[1])
+    other = tokens[:3] + [runner_up] + tokens[4:]
+    margin = divergence_margin(verifier, prompt, tokens, other, 3)
+    assert margin == pytest.approx(float(logits[tokens[3]] - logits[runner_up]), abs=1e-5) and margin > 0
+    assert divergence_margin(verifier, prompt, tokens, tokens[:3], 3) is None  # the other output ended there

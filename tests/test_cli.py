@@ -40,7 +40,7 @@ def test_identical_runs_pass(bench_json: Path, bench_suite: Path, capsys: Captur
         assert any(line.startswith(case_id) for line in lines)
     assert "small-k2-0:2" in out and "acceptance" in out and "latency p95 (s/tok)" in out
     assert "added" not in out and "removed" not in out
-    assert "no regression in 4 draft case(s)" in err
+    assert "no regression in 8 draft case(s)" in err
 
 
 @pytest.mark.parametrize(("edit_old", "delta"), [(True, 0.05), (False, -0.05)])

@@ -201,7 +201,7 @@ def test_missing_required_keys() -> None:
     ("generation.max_new_tokens", "64", ("generation.max_new_tokens: got '64' (str)", "an integer in 1..4096")),
     ("timing.rounds", True, ("timing.rounds: got True (bool)", "an integer")),
     ("k", [2, True], ("k[1]: got True (bool)",)),
-    ("threads", 0, ("threads: got 0 (int)", "an integer >= 1")),
+    ("threads", 0, ("threads: got 0 (int)", "an integer in 1..4096")),
     ("generation.temperature", True, ("generation.temperature: got True (bool)", "a number >= 0")),
     ("generation.temperature", -0.5, ("generation.temperature", "a number >= 0")),
     ("generation.stop_at_eos", "yes please", ("generation.stop_at_eos", "a boolean")),
@@ -412,26 +412,110 @@ def test_config_hash_changes_when_narrowed() -> None:
 # --------------------------------------------------------------------------- fuzzing
 
 
+def full() -> dict[str, Any]:
+    """A valid suite that sets every key, so that mutations reach every validator."""
+    return {
+        "verifier": "embedded:verifier", "device": "cpu", "dtype": "float32", "threads": 2, "trust_remote_code": False,
+        "drafts": [{"name": "draft-small", "model": "embedded:draft-small", "engine": "hf"},
+                   {"name": "lookup", "drafter": "prompt-lookup", "max_ngram": 4, "min_ngram": 2}],
+        "k": [2, 4], "batch_size": [1],
+        "dataset": {"source": "file", "path": "prompts.jsonl", "hf_config": "pqa_labeled", "split": "train",
+                    "template": DEFAULT_TEMPLATE, "slices": ["0:8", "random:4:seed=1"], "context_policy": "error"},
+        "generation": {"max_new_tokens": 32, "temperature": 0.5, "seed": 7, "stop_at_eos": True},
+        "timing": {"rounds": 3, "warmup_rounds": 0},
+        "thresholds": {"default": {"min_speedup": 1.0, "min_exact_match": 1.0},
+                       "drafts": {"lookup": {"min_acceptance": 0.2}},
+                       "tolerances": {"acceptance": 0.01, "mean_accepted_length": 0.02},
+                       "timing": {"alpha": 0.05, "min_effect": 0.2}},
+    }
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key path (dict keys and list indices) of a nested dict/list tree."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found = []
+    for key, child in items:
+        found.append((*prefix, key))
+        found += _paths(child, (*prefix, key))
+    return found
+
+
+FULL_PATHS = _paths(full())
 _scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
 _json_like = st.recursive(
     _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=20)
-_KEY_PATHS = ["verifier", "device", "dtype", "threads", "trust_remote_code", "drafts", "drafts.0", "drafts.0.name",
-              "drafts.0.model", "drafts.1.drafter", "drafts.1.engine", "drafts.1.max_ngram", "drafts.1.min_ngram", "k",
-              "batch_size", "dataset", "dataset.source", "dataset.path", "dataset.template", "dataset.slices",
-              "generation.max_new_tokens", "generation.temperature", "generation.seed", "timing.rounds",
-              "thresholds", "thresholds.drafts", "thresholds.default.min_speedup", "thresholds.timing.alpha"]
+# Numbers at and around every bound the schema has (k 1..64, ngram 1..16, seed 0..2**32-1, fractions 0..1, ...).
+_edge_numbers = st.sampled_from([0, 1, -1, 2, 16, 17, 63, 64, 65, 100, 101, 1000, 1001, 4096, 4097, 2**32 - 1, 2**32,
+                                 2**63, 16**5000, -(2**64), 0.0, -0.0, 0.5, 1.0, 1.0000001, -1e-9, 1e308,
+                                 float("inf"), float("-inf"), float("nan")])
+_typed_values = st.sampled_from([None, True, False, "", " ", "x", "0:8", "embedded:x", "embedded:verifier",
+                                 "prompt-lookup", "hf", "file", "cuda:0", "float16", "{question}", "{abstract}",
+                                 [], {}, [None], [1, 1], {"name": "d"}, {"default": None}, "4", "1.5", "yes"])
+_ANY_VALUE = _json_like | _edge_numbers | _typed_values
+
+
+def _holds(node: Any, key: Any) -> bool:
+    """Whether ``node`` (a dict or list) has ``key`` (a dict key or list index)."""
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and key < len(node)
+
+
+def _mutate(tree: Any, path: tuple[Any, ...], op: str, value: Any) -> None:
+    """Apply one mutation at ``path``: drop the key, or replace its value (a type swap or a bad number)."""
+    node = tree
+    for key in path[:-1]:
+        if not _holds(node, key):
+            return  # an earlier mutation removed or replaced this branch
+        node = node[key]
+    last = path[-1]
+    if _holds(node, last) and op == "drop":
+        del node[last]
+    elif _holds(node, last) or (isinstance(node, dict) and op == "replace"):
+        node[last] = value
 
 
 @st.composite
 def _mutated_suite(draw: st.DrawFn) -> dict[str, Any]:
-    """A valid suite with one value replaced by arbitrary JSON-like data (reaches deep validators)."""
-    path = draw(st.sampled_from(_KEY_PATHS))
-    value = draw(_json_like | st.sampled_from(["0:8", "embedded:x", "prompt-lookup", "hf", "file", "cuda:0"]))
-    return with_change(path, value)
+    """A valid suite (minimal or full) with one to three keys dropped or their values replaced."""
+    tree = draw(st.sampled_from([minimal, full]))()
+    paths = FULL_PATHS if "dataset" in tree else _paths(tree)
+    for _ in range(draw(st.integers(1, 3))):
+        _mutate(tree, draw(st.sampled_from(paths)), draw(st.sampled_from(["drop", "replace", "replace"])),
+                draw(_ANY_VALUE))
+    return tree
 
 
-@settings(max_examples=50, deadline=None)
+class _Dumper(yaml.SafeDumper):
+    """safe_dump, but an int of more digits than str() may print is written in hex, as YAML allows."""
+
+
+_Dumper.add_representer(int, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:int", hex(value) if abs(value) >= 10**4000 else str(value)))
+
+
+def _dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=_Dumper)
+
+
+def _check_outcome(call: Any) -> None:
+    """``call()`` returns a valid SuiteConfig or raises a SpecperfError with a message; nothing else."""
+    try:
+        result = call()
+    except SpecperfError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(result, SuiteConfig)
+        assert len(config_hash(result)) == 16
+
+
+def test_full_suite_is_valid() -> None:
+    config = parse_config(full())
+    assert config.dataset.context_policy == "error" and config.thresholds.floors_for("lookup").min_acceptance == 0.2
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(_json_like, _mutated_suite()))
 def test_fuzz_parse_config_raises_only_config_error(data: Any) -> None:
     try:
@@ -443,13 +527,17 @@ def test_fuzz_parse_config_raises_only_config_error(data: Any) -> None:
         assert len(config_hash(result)) == 16
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_YAML_PIECES = ["verifier:", " embedded:verifier", "\n", "drafts:", " - ", "name: d", "{", "[", "]", ":", "k: 2",
+                "'", '"', "  ", "#", "&a", "*a", "!!str", "2024-13-01", "0x" + "f" * 40, "!!set {a}", "? [a]",
+                "!!binary", "!!float", "!!int", ".nan", "-.inf", "<<: *a", "\t", "%YAML 1.1", "---", "...", "|",
+                ">", "!!python/object:os.system", "~", "\ufeff", "\x85"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=200),
-    _mutated_suite().map(lambda data: yaml.safe_dump(data)),
-    st.lists(st.sampled_from(["verifier:", " embedded:verifier", "\n", "drafts:", " - ", "name: d", "{", "[",
-                              "]", ":", "k: 2", "'", '"', "  ", "#", "&a", "*a", "!!str", "2024-13-01"]),
-             max_size=25).map("".join),
+    _mutated_suite().map(_dump),
+    st.lists(st.sampled_from(_YAML_PIECES), max_size=25).map("".join),
 ))
 def test_fuzz_load_config_raises_only_config_error(tmp_path: Path, text: str) -> None:
     file = tmp_path / "fuzz.yaml"
@@ -460,3 +548,31 @@ def test_fuzz_load_config_raises_only_config_error(tmp_path: Path, text: str) ->
         assert isinstance(exc, ConfigError) and str(exc)
     else:
         assert isinstance(result, SuiteConfig)
+
+
+@st.composite
+def _mutated_thresholds(draw: st.DrawFn) -> Any:
+    """The thresholds section of full(), mutated like a suite; sometimes arbitrary data instead."""
+    tree = {"thresholds": full()["thresholds"]}
+    for _ in range(draw(st.integers(0, 3))):
+        _mutate(tree, draw(st.sampled_from([p for p in FULL_PATHS if p[0] == "thresholds" and len(p) > 1])),
+                draw(st.sampled_from(["drop", "replace"])), draw(_ANY_VALUE))
+    return tree["thresholds"]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(_mutated_thresholds(), _json_like).map(_dump) | st.text(max_size=80))
+def test_fuzz_thresholds_file_raises_only_config_error(tmp_path: Path, text: str) -> None:
+    file = tmp_path / "thresholds.yaml"
+    file.write_text(text, encoding="utf-8")
+    _check_outcome(lambda: apply_thresholds_file(_FUZZ_BASE, file))
+
+
+_FUZZ_BASE = parse_config(full())
+
+
+@settings(max_examples=200, deadline=None)
+@given(drafts=st.none() | _ANY_VALUE | st.lists(st.sampled_from(["draft-small", "lookup", "x"]), max_size=3),
+       k=st.none() | _ANY_VALUE, slices=st.none() | _ANY_VALUE | st.lists(st.text(max_size=8), max_size=3))
+def test_fuzz_narrowed_raises_only_config_error(drafts: Any, k: Any, slices: Any) -> None:
+    _check_outcome(lambda: _FUZZ_BASE.narrowed(drafts, k, slices))

@@ -73,3 +73,13 @@ def test_bad_baseline_files_are_refused(tmp_path):
         gates.load_baseline(tmp_path / "other.json")
     with pytest.raises(ConfigError, match="no specperf cases"):
         gates.load_baseline(_bench_file(tmp_path, [{"extra_info": {"x": 1}}]))
+
+
+def test_exact_match_floor_reads_the_dtype_aware_metric():
+    floors = Floors(min_exact_match=1.0)
+    half = {"exact_match_rate": 0.75, "exact_match_gated": 1.0}  # one request parted at a near-tie
+    assert gates.check_floors("c", half, floors) == []
+    strict = {"exact_match_rate": 0.75, "exact_match_gated": 0.75}  # float32: no tolerance
+    assert [v.metric for v in gates.check_floors("c", strict, floors)] == ["exact_match_gated"]
+    old_file = {"exact_match_rate": 0.75}  # written before near-tie handling
+    assert [v.metric for v in gates.check_floors("c", old_file, floors)] == ["exact_match_rate"]

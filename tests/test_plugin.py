@@ -133,3 +133,22 @@ def test_report_option_writes_a_summary(suite):
     report = (suite.path / "rep" / "report.md").read_text()
     assert "lookup-k2-0:2" in report and "speedup.png" in report
     assert (suite.path / "rep" / "speedup.png").stat().st_size > 1000
+
+
+def test_batch_size_is_an_axis_with_suffixed_ids(suite):
+    result = run(suite, "--collect-only", "-q", "--specperf-batch=1,2")
+    result.stdout.fnmatch_lines([
+        "test_perf.py::test_baseline[[]baseline-0:2[]]",
+        "test_perf.py::test_baseline[[]baseline-0:2-b2[]]",
+        "test_perf.py::test_speculative[[]small-k2-0:2[]]",  # batch 1 keeps the ids baselines already hold
+        "test_perf.py::test_speculative[[]small-k2-0:2-b2[]]",
+        "test_perf.py::test_speculative[[]lookup-k3-0:2-b2[]]",
+    ])
+    assert "small-hf-k2-0:2-b2" not in result.stdout.str()  # transformers' assisted generation is batch 1 only
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-1"])
+def test_bad_batch_sizes_are_refused(suite, value):
+    result = run(suite, "--collect-only", f"--specperf-batch={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--specperf-batch*"])
