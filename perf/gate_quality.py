@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,8 @@ def write_suite(setup: Setup, path: Path) -> None:
 def run_suite(suite: Path, out: Path, inject: str) -> float:
     """One whole `pytest perf/` process writing --benchmark-json=out; returns its wall seconds."""
     env = {**os.environ, "SPECPERF_INJECT": inject}
-    cmd = [sys.executable, "-m", "pytest", "perf/test_speculative.py::test_speculative", "-q", "-p", "no:cacheprovider", "--benchmark-disable-gc", f"--specperf-config={suite}",
+    cmd = [sys.executable, "-m", "pytest", "perf/test_speculative.py::test_speculative", "-q", "-p", "no:cacheprovider",
+           "--benchmark-disable-gc", f"--specperf-config={suite}",
            f"--benchmark-json={out}"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -92,13 +93,13 @@ def run_suite(suite: Path, out: Path, inject: str) -> float:
     return time.perf_counter() - start
 
 
-def collect(setup: Setup, runs: int, out: Path) -> None:
+def collect(setup: Setup, runs: int, out: Path, scenarios: list[str]) -> None:
     """The reference run, then `runs` rounds of every scenario, interleaved."""
     (out / "runs").mkdir(parents=True, exist_ok=True)
     suite = out / "suite.yaml"
     write_suite(setup, suite)
     (out / "setup.json").write_text(json.dumps(setup.__dict__, indent=2), encoding="utf-8")
-    jobs = [("reference", 0)] + [(name, i) for i in range(runs) for name in SCENARIOS]
+    jobs = [("reference", 0)] + [(name, i) for i in range(runs) for name in scenarios]
     for n, (name, i) in enumerate(jobs, 1):
         path = out / "runs" / f"{name}-{i:02d}.json"
         if path.is_file():
@@ -184,9 +185,25 @@ def rounds_table(clean: list[dict[str, Any]], ref: dict[str, Any], gate: TimingG
     return lines
 
 
-def analyze(out: Path) -> str:
+def rotation_table(runs: dict[str, list[dict[str, Any]]], ref: dict[str, Any], gate: TimingGate) -> list[str]:
+    """Every clean run (and the reference) in turn as the baseline: how the gate fares whatever run it is given."""
+    pool = [ref, *runs.get("clean", [])]
+    lines = ["| scenario | comparisons | timing gate failed |", "| --- | ---: | ---: |"]
+    for name, cases in runs.items():
+        pairs = [(new, old) for old in pool for new in cases if new is not old]
+        fails = sum(bool(gates.check_timing(n["case_id"], n["speedup_rounds"], o["speedup_rounds"], gate))
+                    for n, o in pairs)
+        lines.append(f"| {name} | {len(pairs)} | {fails} |")
+    return lines
+
+
+def analyze(out: Path, min_effect: float | None = None, alpha: float | None = None) -> str:
     setup = Setup(**json.loads((out / "setup.json").read_text(encoding="utf-8")))
     thresholds = load_config(out / "suite.yaml").thresholds
+    timing = thresholds.timing  # what the gate would do with another min_effect or alpha
+    timing = replace(timing, min_effect=timing.min_effect if min_effect is None else min_effect,
+                     alpha=timing.alpha if alpha is None else alpha)
+    thresholds = replace(thresholds, timing=timing)
     ref = only_case(out / "runs" / "reference-00.json")
     runs = {name: [only_case(p) for p in sorted((out / "runs").glob(f"{name}-*.json"))] for name in SCENARIOS}
     runs = {name: cases for name, cases in runs.items() if cases}
@@ -207,7 +224,10 @@ def analyze(out: Path) -> str:
         text += ["", f"## Timing gate vs simulated slowdown (clean runs scaled; alpha {gate.alpha}, all rounds)", "",
                  *sweep_table(clean, ref, gate.alpha, None),
                  "", "## Rounds against the smallest slowdown caught (default gate)", "",
-                 *rounds_table(clean, ref, gate, setup)]
+                 *rounds_table(clean, ref, gate, setup),
+                 "", f"## Any run as the baseline: the reference and each clean run in turn (min_effect "
+                 f"{gate.min_effect:.0%})", "",
+                 *rotation_table(runs, ref, gate)]
     return "\n".join(text) + "\n"
 
 
@@ -221,14 +241,25 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None, help="timed rounds per run (default: the suite's)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the suite's)")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help=f"comma-separated subset of {', '.join(SCENARIOS)} (default: all)")
+    ap.add_argument("--min-effect", type=float, default=None,
+                    help="analyze with this timing-gate min_effect instead of the suite's")
+    ap.add_argument("--alpha", type=float, default=None,
+                    help="analyze with this timing-gate alpha instead of the suite's")
     ap.add_argument("--analyze", type=Path, default=None, help="only analyze the runs saved in this directory")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = args.analyze or args.out
     if args.analyze is None:
         rounds = args.rounds or load_config(DEFAULT_CONFIG_PATH).timing.rounds
-        collect(Setup(args.draft, args.k, args.slice, rounds, args.max_new_tokens, args.threads), args.runs, out)
-    report = analyze(out)
+        scenarios = [name for name in args.scenarios.split(",") if name]
+        unknown = sorted(set(scenarios) - set(SCENARIOS))
+        if unknown:
+            ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+        collect(Setup(args.draft, args.k, args.slice, rounds, args.max_new_tokens, args.threads), args.runs, out,
+                scenarios)
+    report = analyze(out, args.min_effect, args.alpha)
     (out / "gate-quality.md").write_text(report, encoding="utf-8")
     sys.stdout.write(report)
     return 0

@@ -9,7 +9,8 @@ function here is the identity. A run with faults injected says so in the log and
   first token replaced by another one, so that block accepts nothing: a worse drafter, as the audit and the
   deterministic gates see it. Keyed by position, not by a counter, so the audit's replay spoils the same blocks.
 - ``spec_slowdown=F``: after each speculative request (or batch) the runner sleeps F times its wall time, and
-  the request's wall time includes the sleep: the speculative path really is F slower, pytest-benchmark's timer included.
+  the request's wall time includes the sleep: the speculative path really is F slower, pytest-benchmark's timer
+  included.
 - ``baseline_speedup=F``: the verifier-only requests report (1 - F) times their measured wall time. Code cannot be
   made faster on demand, so this one is simulated at the clock; it lowers every speedup by the factor (1 - F).
 """

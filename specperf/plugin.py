@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from specperf import hookspecs
-from specperf.config import DEFAULT_CONFIG_PATH, MAX_K, SuiteConfig, apply_thresholds_file, load_config
+from specperf.config import (DEFAULT_CONFIG_PATH, MAX_BATCH_SIZE, MAX_K, SuiteConfig, apply_thresholds_file,
+                             load_config)
 from specperf.errors import SpecperfError
 from specperf.session import Options, SpecperfSession
 from specperf.tables import acceptance_table, performance_table
@@ -31,28 +32,25 @@ def parse_list(value: str) -> tuple[str, ...]:
     return items
 
 
-def parse_k(value: str) -> tuple[int, ...]:
+def _parse_ints(value: str, option: str, what: str, lo: int, hi: int, example: str) -> tuple[int, ...]:
+    """Comma-separated integers, each in lo..hi; errors name the option and an example that works."""
     try:
-        ks = tuple(int(v) for v in parse_list(value))
+        numbers = tuple(int(v) for v in parse_list(value))
     except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,4, got {value!r}; "
-                                         "fix: pass e.g. --specperf-k=2,4") from None
-    if any(not 1 <= k <= MAX_K for k in ks):
-        raise argparse.ArgumentTypeError(f"each k must be in 1..{MAX_K}, got {value!r}; fix: pass block sizes "
-                                         f"in that range, e.g. --specperf-k=2,4")
-    return ks
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as {example}, got {value!r}; "
+                                         f"fix: pass e.g. {option}={example}") from None
+    if any(not lo <= n <= hi for n in numbers):
+        raise argparse.ArgumentTypeError(f"each {what} must be in {lo}..{hi}, got {value!r}; fix: pass values "
+                                         f"in that range, e.g. {option}={example}")
+    return numbers
+
+
+def parse_k(value: str) -> tuple[int, ...]:
+    return _parse_ints(value, "--specperf-k", "k", 1, MAX_K, "2,4")
 
 
 def parse_batch(value: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(v) for v in parse_list(value))
-    except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,4,8, got {value!r}; "
-                                         "fix: pass e.g. --specperf-batch=1,4,8") from None
-    if any(b < 1 for b in sizes):
-        raise argparse.ArgumentTypeError(f"each batch size must be >= 1, got {value!r}; fix: pass e.g. "
-                                         "--specperf-batch=1,4,8")
-    return sizes
+    return _parse_ints(value, "--specperf-batch", "batch size", 1, MAX_BATCH_SIZE, "1,4,8")
 
 
 def parse_device(value: str) -> str:

@@ -1,4 +1,5 @@
-"""Batched decoding: every row equals its batch-1 run (tokens and counts), sampling keeps the verifier's distribution."""
+"""Batched decoding: every row equals its batch-1 run (tokens and counts); sampling keeps the verifier's
+distribution."""
 
 from __future__ import annotations
 

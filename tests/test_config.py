@@ -90,9 +90,9 @@ def test_embedded_suite_loads() -> None:
     assert config.draft_names == ("draft-small", "draft-medium", "draft-large", "prompt-lookup", "draft-small-hf")
     assert config.drafts[3] == DraftSpec(name="prompt-lookup", drafter="prompt-lookup", max_ngram=3)
     assert config.drafts[4] == DraftSpec(name="draft-small-hf", model="embedded:draft-small", engine="hf")
-    assert config.k == (2, 4) and config.dataset.source == "embedded" and config.dataset.slices == ("0:4",)
+    assert config.k == (2, 4) and config.dataset.source == "embedded" and config.dataset.slices == ("0:2",)
     assert config.generation == GenerationSpec(max_new_tokens=64, temperature=0.0)
-    assert config.timing == TimingSpec(rounds=5, warmup_rounds=1)
+    assert config.timing == TimingSpec(rounds=10, warmup_rounds=1) and config.threads == 1
     assert config.thresholds.default == Floors(min_exact_match=1.0)
 
 
@@ -105,7 +105,7 @@ def test_gpt2_pubmedqa_suite_loads() -> None:
     assert config.dataset == DatasetSpec(source="hf", path="qiaojin/PubMedQA", hf_config="pqa_labeled",
                                          split="train", slices=("0:32",))
     assert config.generation.max_new_tokens == 128 and config.k == (4,)
-    assert config.thresholds.default == Floors(min_exact_match=0.9, min_speedup=1.0)
+    assert config.thresholds.default == Floors(min_exact_match=1.0, min_speedup=1.0)
 
 
 def test_minimal_suite_gets_documented_defaults() -> None:
@@ -116,7 +116,7 @@ def test_minimal_suite_gets_documented_defaults() -> None:
     assert config.dataset.template == DEFAULT_TEMPLATE
     assert config.thresholds == Thresholds()
     assert config.thresholds.tolerances == Tolerances(0.002, 0.002, 0.01, 0.01, 0.01, 0.0)
-    assert config.thresholds.timing == TimingGate(alpha=0.01, min_effect=0.25)
+    assert config.thresholds.timing == TimingGate(alpha=0.05, min_effect=0.05)
 
 
 def test_scalars_are_normalized() -> None:
@@ -279,14 +279,14 @@ def test_inline_thresholds_and_floors_for() -> None:
         "default": {"min_speedup": 1.0, "min_exact_match": 1, "min_acceptance": None},
         "drafts": {"lookup": {"min_speedup": 1.3}, "draft-small": {"min_acceptance": 0.5}},
         "tolerances": {"acceptance": 0.01},
-        "timing": {"alpha": 0.05}}))
+        "timing": {"alpha": 0.01}}))
     thresholds = config.thresholds
     assert [name for name, _ in thresholds.drafts] == ["draft-small", "lookup"]  # sorted
     assert thresholds.floors_for("lookup") == Floors(min_speedup=1.3, min_exact_match=1.0)
     assert thresholds.floors_for("draft-small") == Floors(min_speedup=1.0, min_exact_match=1.0, min_acceptance=0.5)
     assert thresholds.floors_for("other") == thresholds.default
     assert thresholds.tolerances == Tolerances(acceptance=0.01)
-    assert thresholds.timing == TimingGate(alpha=0.05, min_effect=0.25)
+    assert thresholds.timing == TimingGate(alpha=0.01, min_effect=0.05)
 
 
 def test_thresholds_naming_an_unknown_draft() -> None:
@@ -317,8 +317,9 @@ def test_merge_thresholds_key_by_key() -> None:
     merged = merge_thresholds(base, {"default": {"min_speedup": 1.1, "min_exact_match": None},
                                      "drafts": {"a": {"min_acceptance": 0.4}, "b": {"min_speedup": 2}},
                                      "timing": {"alpha": 0.05}})
-    assert merged.default == Floors(min_speedup=1.1)  # an explicit null removes the floor
-    assert merged.floors_for("a") == Floors(min_speedup=1.3, min_agreement=0.5, min_acceptance=0.4)
+    assert merged.default == Floors(min_speedup=1.1, min_exact_match=None)  # an explicit null removes the floor
+    assert merged.floors_for("a") == Floors(min_speedup=1.3, min_agreement=0.5, min_acceptance=0.4,
+                                            min_exact_match=None)
     assert merged.floors_for("b").min_speedup == 2.0
     assert merged.timing == TimingGate(alpha=0.05, min_effect=0.2)
     assert merge_thresholds(base, None) == base
