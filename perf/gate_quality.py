@@ -148,7 +148,7 @@ def scenario_table(runs: dict[str, list[dict[str, Any]]], ref: dict[str, Any], t
 
 def sweep_table(clean: list[dict[str, Any]], ref: dict[str, Any], alpha: float, rounds: int | None) -> list[str]:
     """Rows: min_effect; columns: false alarms, then detections at each simulated slowdown."""
-    cut_ref = {**ref, "speedup_rounds": ref["speedup_rounds"][:rounds]}
+    cut_ref = scaled(ref, 0.0, rounds)
     head = "| min_effect | false alarms | " + " | ".join(f"{s:.0%} slower" for s in SLOWDOWNS) + " |"
     lines = [head, "| ---: " * (len(SLOWDOWNS) + 2) + "|"]
     for effect in MIN_EFFECTS:
@@ -162,7 +162,7 @@ def sweep_table(clean: list[dict[str, Any]], ref: dict[str, Any], alpha: float, 
 def smallest_caught(clean: list[dict[str, Any]], ref: dict[str, Any], gate: TimingGate,
                     rounds: int | None) -> float | None:
     """The smallest slowdown (1% steps) that every clean run, scaled, fails, if it has no false alarm."""
-    cut_ref = {**ref, "speedup_rounds": ref["speedup_rounds"][:rounds]}
+    cut_ref = scaled(ref, 0.0, rounds)
     runs = [scaled(c, 0.0, rounds) for c in clean]
     if timing_fails(runs, cut_ref, gate):
         return None

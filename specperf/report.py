@@ -369,8 +369,8 @@ def _batch_axes(lines: dict[str, list[tuple[float, float]]], ylabel: str) -> tup
         sizes, values = zip(*points)
         ax.plot(sizes, values, marker="o", label=name, linestyle=":" if name.startswith("verifier") else "-")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted({b for points in lines.values() for b, _ in points}),
-                  [str(int(b)) for b in sorted({b for points in lines.values() for b, _ in points})])
+    ticks = sorted({b for points in lines.values() for b, _ in points})
+    ax.set_xticks(ticks, [str(int(b)) for b in ticks])
     ax.set_xlabel("batch size (requests decoded together)")
     ax.set_ylabel(ylabel)
     return fig, ax

@@ -14,7 +14,8 @@ CONTRACT = (
     "throughput_p95 throughput_p5 ttft_p50 tpot_p50 speedup speedup_aggregate acceptance_mean acceptance_p50 "
     "acceptance_p95 acceptance_aggregate agreement_mean agreement_p50 agreement_p95 mean_accepted_length "
     "position_acceptance accept_counts exact_match_rate alpha cost_ratio expected_speedup efficiency "
-    "verifier_calls_per_token flops_per_token flop_speedup"
+    "verifier_calls_per_token flops_per_token flop_speedup batch_size throughput_aggregate divergence_margins "
+    "near_tie_tolerance exact_or_near_tie_rate exact_match_gated injected_faults"
 ).split()
 
 

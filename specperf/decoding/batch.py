@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from specperf.decoding.cache import RollbackCache, rollback
+from specperf.decoding.engine import validate
 from specperf.decoding.model_step import _cache_keyword, model_device, new_cache
 from specperf.decoding.result import DecodeResult, StepCounters
 from specperf.decoding.sampling import choose, make_generator, sample, to_probs
@@ -134,13 +135,13 @@ class BatchModelDraft:
                  generator: torch.Generator) -> None:
         self.state = BatchState(model, batch, device)
         self.temperature, self.generator, self.device = temperature, generator, device
-        self.fed = [0] * batch  # per row: committed tokens the draft has seen (as ModelDrafter._fed)
         self._draft_start = 0
 
     def propose(self, seqs: list[list[int]], budgets: list[int]) -> BatchProposal:
         kmax = max(budgets)
         # Per row: the committed tokens the draft has not seen, then the pending token (the last of seq).
-        unseen = [seq[f:] for seq, f in zip(seqs, self.fed)]
+        # state.pos[b]: the live tokens row b's draft cache holds, i.e. the committed tokens it has seen.
+        unseen = [seq[f:] for seq, f in zip(seqs, self.state.pos)]
         tokens, valid = left_padded(unseen, self.device)  # (B, w)
         drafted, probs = [], []
         logits = self.state.feed(tokens, valid, 1)[:, -1]  # (B, V): the pending column, right-aligned
@@ -152,7 +153,6 @@ class BatchModelDraft:
                 probs.append(q)
             if i + 1 < kmax:
                 logits = self.state.feed(token.unsqueeze(1), None, 1)[:, -1]  # (B, V)
-        self.fed = [len(seq) + kmax - 1 for seq in seqs]
         # Per row, the work its own block needed (as batch 1 counts it); rows with a shorter block ride along.
         fed = [len(u) + n - 1 if n else 0 for u, n in zip(unseen, budgets)]
         return BatchProposal(
@@ -166,11 +166,9 @@ class BatchModelDraft:
         """Row b accepted ``accepted[b]`` drafts after ``seqs_before[b]``: forget the draft slots beyond them."""
         fed_drafts = self.state.length - self._draft_start  # kmax - 1 single-token feeds, live in every row
         self.state.keep(self._draft_start, [min(n, fed_drafts) for n in accepted], [fed_drafts] * len(accepted))
-        self.fed = [min(f, len(s) + n) for f, s, n in zip(self.fed, seqs_before, accepted)]
 
     def select(self, rows: list[int]) -> None:
         self.state.select(rows)
-        self.fed = [self.fed[r] for r in rows]
 
 
 class PerRowDraft:
@@ -426,15 +424,14 @@ def decode_batch(
     last token (its latency within the batch); ``ttft_s`` is the batch prefill. The batch's wall time is the largest
     ``wall_s``.
     """
-    from specperf.decoding.engine import validate
-
     rows = [list(map(int, p)) for p in prompts]
     if not rows:
         raise ConfigError("prompts is empty: give at least one prompt")
     if any(not r for r in rows):
         raise ConfigError("a prompt is empty: give at least one token per prompt (e.g. the BOS token)")
-    for r in rows:
-        validate(verifier, drafter, k=k, max_new_tokens=max_new_tokens, temperature=temperature, prompt_len=len(r))
+    # The longest prompt is the one that may not fit; the other checks do not depend on the prompt.
+    validate(verifier, drafter, k=k, max_new_tokens=max_new_tokens, temperature=temperature,
+             prompt_len=max(len(r) for r in rows))
     device = model_device(verifier)
     generator, clock = make_generator(device, seed), Clock(device)
     with torch.inference_mode():
