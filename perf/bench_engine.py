@@ -22,10 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import specperf  # noqa: E402
-from specperf.audit import audit_model_draft  # noqa: E402
+from specperf.bench.audit import audit_model_draft  # noqa: E402
 from specperf.data import apply_slice, fit_prompts, load_records  # noqa: E402
-from specperf.decoding.costs import step_seconds  # noqa: E402
-from specperf.models import load_model  # noqa: E402
+from specperf.engine.costs import step_seconds  # noqa: E402
+from specperf.bench.models import load_model  # noqa: E402
 
 
 def hf_generate(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:

@@ -13,8 +13,8 @@ every scenario alike, `--runs` runs of each scenario:
 - slow-spec: the speculative path 15% slower (sleep proportional to each request's time): the timing gate;
 - fast-baseline: the verifier-only baseline 15% faster (simulated at its clock): the timing gate.
 
-The injections are specperf.faults (environment variable SPECPERF_INJECT). Every run is gated against the reference
-with specperf.gates.evaluate, the function `--specperf-baseline` uses, under the suite's thresholds. Then the clean
+The injections are inject_faults (environment variable SPECPERF_INJECT). Every run is gated against the reference
+with specperf.analysis.gates.evaluate, the function `--specperf-baseline` uses, under the suite's thresholds. Then the clean
 runs answer two more questions without more decoding, by scaling their per-round speedups by 1/(1+s): the smallest
 slowdown s the timing gate catches in every run, and how that depends on min_effect and on the number of rounds
 (the first R rounds of each run). Writes runs/*.json and gate-quality.md under --out.
@@ -39,8 +39,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from specperf import gates  # noqa: E402
-from specperf.benchfile import load_bench_json  # noqa: E402
+from specperf.analysis import gates  # noqa: E402
+from specperf.output.benchfile import load_bench_json  # noqa: E402
 from specperf.config import DEFAULT_CONFIG_PATH, Thresholds, TimingGate, load_config  # noqa: E402
 
 log = logging.getLogger("gate_quality")
@@ -82,8 +82,9 @@ def write_suite(setup: Setup, path: Path) -> None:
 
 def run_suite(suite: Path, out: Path, inject: str) -> float:
     """One whole `pytest perf/` process writing --benchmark-json=out; returns its wall seconds."""
-    env = {**os.environ, "SPECPERF_INJECT": inject}
-    cmd = [sys.executable, "-m", "pytest", "perf/test_speculative.py::test_speculative", "-q", "-p", "no:cacheprovider",
+    perf_path = os.pathsep.join(filter(None, [str(ROOT / "perf"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "SPECPERF_INJECT": inject, "PYTHONPATH": perf_path}
+    cmd = [sys.executable, "-m", "pytest", "perf/test_speculative.py::test_speculative", "-q", "-p", "no:cacheprovider", "-p", "inject_faults",
            "--benchmark-disable-gc", f"--specperf-config={suite}",
            f"--benchmark-json={out}"]
     start = time.perf_counter()

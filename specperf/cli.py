@@ -8,7 +8,7 @@
     Match cases by ``case_id``; for each, show old, new and change of speedup, acceptance_aggregate,
     mean_accepted_length, latency_p50, latency_p95 and throughput_p50. Cases in one file only are listed as added
     or removed (not a failure), but two files that share no draft case of NEW come from different suites: bad
-    input. Every draft case of NEW is then gated by :func:`specperf.gates.evaluate` against its OLD case, exactly
+    input. Every draft case of NEW is then gated by :func:`specperf.analysis.gates.evaluate` against its OLD case, exactly
     as the plugin's ``--specperf-baseline`` does, with the thresholds of the suite ``--config`` (default: the
     packaged embedded suite) merged with the ``--thresholds`` file. The table (or the JSON) goes to ``--output``
     or stdout; regressions and the verdict go to stderr.
@@ -89,22 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def subcommand_options(parser: argparse.ArgumentParser | None = None) -> dict[str, set[str]]:
-    """Subcommand name -> its option strings (e.g. ``{"report": {"--out", "-h", "--help"}, ...}``)."""
-    parser = parser or build_parser()
-    found: dict[str, set[str]] = {}
-    for action in parser._actions:  # argparse offers no public way to list subparsers
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                found[name] = set(sub._option_string_actions)
-    return found
-
-
 # =========================================================================== report
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from specperf.report import report_from_json
+    from specperf.output.report import report_from_json
 
     path = report_from_json(args.bench_json, args.out)
     sys.stdout.write(f"{path}\n")
@@ -190,7 +179,7 @@ def smaller_path(output: Path) -> Path:
 
 
 def _write_github(new: Mapping[str, Info], output: Path | None) -> None:
-    from specperf.report import atomic_write
+    from specperf.output.files import atomic_write
 
     bigger = json.dumps(github_entries(new, BIGGER_IS_BETTER), indent=2) + "\n"
     if output is None:
@@ -220,9 +209,9 @@ def _thresholds(args: argparse.Namespace, new: Mapping[str, Info]) -> Any:
 
 
 def gate_messages(old: Mapping[str, Info], new: Mapping[str, Info], thresholds: Any) -> list[str]:
-    """Every violated gate of NEW's draft cases, by :func:`specperf.gates.evaluate` (the plugin's own rules)."""
+    """Every violated gate of NEW's draft cases, by :func:`specperf.analysis.gates.evaluate` (the plugin's own rules)."""
     from specperf.errors import ConfigError
-    from specperf.gates import evaluate
+    from specperf.analysis.gates import evaluate
 
     messages = []
     for case_id, info in new.items():
@@ -239,7 +228,7 @@ def gate_messages(old: Mapping[str, Info], new: Mapping[str, Info], thresholds: 
 
 def _load_pair(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """OLD's and NEW's cases; a ConfigError when they share no case NEW would be gated on (another suite's file)."""
-    from specperf.benchfile import load_bench_json, require_shared_cases
+    from specperf.output.benchfile import load_bench_json, require_shared_cases
 
     old_run, new_run = load_bench_json(args.old, role="OLD file"), load_bench_json(args.new, role="NEW file")
     gated = [c for c, info in new_run.cases.items() if info.get("draft") is not None] or list(new_run.cases)
@@ -249,7 +238,7 @@ def _load_pair(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-    from specperf.report import atomic_write
+    from specperf.output.files import atomic_write
 
     old, new = _load_pair(args)
     thresholds = _thresholds(args, new)

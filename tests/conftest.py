@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from tests.helpers import run_suite
+
 pytest_plugins = ["pytester"]
+# perf/inject_faults.py, the gate study's test-only plugin, is imported by tests/test_faults.py.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 
 # Tiny models run fastest on one thread: OpenMP's fork/join costs more than their matmuls (7x here at 2 threads).
 torch.set_num_threads(1)
@@ -69,3 +76,16 @@ def random_draft() -> GPT2LMHeadModel:
 @pytest.fixture(scope="session")
 def identical_draft(verifier: GPT2LMHeadModel) -> torch.nn.Module:
     return clone_weights(verifier)
+
+
+@pytest.fixture(scope="session")
+def bench_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real, small benchmark run shared by the report and CLI tests: its ``--benchmark-json`` file (read only:
+    copy it before changing it). Session-scoped, so the suite runs once per test session."""
+    return run_suite(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="session")
+def bench_suite(bench_json: Path) -> Path:
+    """The suite YAML the shared run used (for ``specperf compare --config``)."""
+    return bench_json.parent / "suite.yaml"

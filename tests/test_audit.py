@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import specperf
-from specperf.audit import audit_drafter, audit_model_draft, replay_blocks
+from specperf.bench.audit import audit_drafter, audit_model_draft, replay_blocks
 from tests.conftest import PROMPTS, clone_weights
 
 
@@ -56,7 +56,7 @@ def test_agreement_of_an_identical_draft_is_one(verifier, identical_draft):
 
 
 def test_divergence_margin_is_the_verifier_logit_gap(verifier):
-    from specperf.audit import divergence_margin
+    from specperf.bench.audit import divergence_margin
 
     prompt = PROMPTS[0]
     tokens = specperf.decode(verifier, prompt, max_new_tokens=6).tokens

@@ -56,17 +56,17 @@ from typing import Any
 import pytest
 import yaml
 
-from specperf.benchfile import installed_benchmark_version
+from specperf.output.benchfile import installed_benchmark_version
 from specperf.cli import main
 from specperf.config import apply_thresholds_file, load_config, parse_config
 from specperf.data import load_records
 from specperf.errors import ConfigError, DataError
-from specperf.gates import load_baseline
-from tests.benchjson import SUITE
+from specperf.analysis.gates import load_baseline
+from tests.helpers import SUITE
 
 INSTALLED = installed_benchmark_version() or "5.2.3"
 OTHER_MAJOR = f"{int(INSTALLED.split('.')[0]) - 1}.0.0"
-# The draft cases of SUITE as the plugin tests run it (tests/benchjson.py).
+# The draft cases of SUITE as the plugin tests run it (tests/helpers.py).
 SUITE_CASES = ["small-k2-0:2", "small-k3-0:2", "lookup-k2-0:2", "lookup-k3-0:2", "small-hf-k2-0:2", "small-hf-k3-0:2"]
 OTHER_CASES = ["gpt2-k4-0:32", "distilgpt2-k4-0:32", "baseline-0:32"]
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import specperf
-from specperf.decoding import batch as batch_module
-from specperf.decoding.batch import decode_batch
+from specperf.engine import batch as batch_module
+from specperf.engine.batch import decode_batch
 from specperf.errors import ConfigError, ContextLengthError
 from tests.conftest import clone_weights, tiny_llama
 from tests.test_sampling import N_SAMPLES, PROMPT, V, _chi_square, _critical, _exact_joint

@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from benchjson import CASE_IDS, bench_json, bench_suite, edit_case  # noqa: F401 (fixtures)
+from tests.helpers import CASE_IDS, edit_case
 
 from specperf.cli import BIGGER_IS_BETTER, SMALLER_IS_BETTER, main
 

@@ -32,6 +32,7 @@ from specperf.config import (
     load_config,
     load_thresholds,
     merge_thresholds,
+    narrow,
     parse_config,
     parse_thresholds,
 )
@@ -127,9 +128,10 @@ def test_scalars_are_normalized() -> None:
     assert config.dataset.slices == ("head:4",)
 
 
-def test_embedded_names_match_the_model_loader() -> None:
-    models = pytest.importorskip("specperf.models")
-    assert tuple(models.EMBEDDED_MODELS) == EMBEDDED_MODELS
+def test_embedded_names_match_the_shipped_weights() -> None:
+    from specperf.embedded import WEIGHTS_DIR
+
+    assert {p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file()} == set(EMBEDDED_MODELS)
 
 
 # --------------------------------------------------------------------------- files and YAML
@@ -359,12 +361,12 @@ def test_thresholds_file(tmp_path: Path) -> None:
 
 def test_narrowed() -> None:
     config = load_config()
-    narrow = config.narrowed(drafts=["prompt-lookup", "draft-small"], k=[8], slices=["head:4", "random:2"])
-    assert narrow.draft_names == ("draft-small", "prompt-lookup")  # suite order
-    assert narrow.k == (8,) and narrow.dataset.slices == ("head:4", "random:2:seed=0")
-    assert narrow.thresholds == config.thresholds and narrow.verifier == config.verifier
-    assert config.narrowed(None, None, None) == config
-    assert config.narrowed(drafts="draft-large").draft_names == ("draft-large",)
+    narrowed = narrow(config, drafts=["prompt-lookup", "draft-small"], k=[8], slices=["head:4", "random:2"])
+    assert narrowed.draft_names == ("draft-small", "prompt-lookup")  # suite order
+    assert narrowed.k == (8,) and narrowed.dataset.slices == ("head:4", "random:2:seed=0")
+    assert narrowed.thresholds == config.thresholds and narrowed.verifier == config.verifier
+    assert narrow(config, None, None, None) == config
+    assert narrow(config, drafts="draft-large").draft_names == ("draft-large",)
 
 
 @pytest.mark.parametrize("kwargs, fragments", [
@@ -376,7 +378,7 @@ def test_narrowed() -> None:
 ])
 def test_narrowed_rejects(kwargs: dict[str, Any], fragments: tuple[str, ...]) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config().narrowed(**kwargs)
+        narrow(load_config(), **kwargs)
     assert "command-line selection" in str(info.value)
     for fragment in fragments:
         assert fragment in str(info.value)
@@ -407,7 +409,7 @@ def test_config_hash_changes_with_the_config(path: str, value: Any) -> None:
 
 def test_config_hash_changes_when_narrowed() -> None:
     config = load_config()
-    assert config_hash(config.narrowed(k=[4])) != config_hash(config)
+    assert config_hash(narrow(config, k=[4])) != config_hash(config)
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -576,4 +578,4 @@ _FUZZ_BASE = parse_config(full())
 @given(drafts=st.none() | _ANY_VALUE | st.lists(st.sampled_from(["draft-small", "lookup", "x"]), max_size=3),
        k=st.none() | _ANY_VALUE, slices=st.none() | _ANY_VALUE | st.lists(st.text(max_size=8), max_size=3))
 def test_fuzz_narrowed_raises_only_config_error(drafts: Any, k: Any, slices: Any) -> None:
-    _check_outcome(lambda: _FUZZ_BASE.narrowed(drafts, k, slices))
+    _check_outcome(lambda: narrow(_FUZZ_BASE, drafts, k, slices))

@@ -22,7 +22,7 @@ from specperf.data import (
     parse_slice,
     render_prompt,
 )
-from specperf.embedded import synth
+from specperf.data import synth
 from specperf.errors import ContextLengthError, DataError
 
 ORIGINAL_PUBMEDQA = (Path(__file__).resolve().parents[1].parent

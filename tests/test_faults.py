@@ -1,17 +1,21 @@
-"""Faults: injected regressions (specperf.faults) for perf/gate_quality.py, out-of-memory cases, determinism."""
+"""Faults: injected regressions (perf/inject_faults.py, a test-only plugin) for perf/gate_quality.py, out-of-memory
+cases, determinism."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import yaml
 
 import specperf
-from specperf.audit import audit_drafter
+from inject_faults import CorruptingDrafter, Faults, from_env, parse_faults, slow_down, speed_up
+from specperf.bench.audit import audit_drafter
+from specperf.bench.suite import SuiteBench
 from specperf.config import parse_config
+from specperf.config.cases import build_cases
 from specperf.errors import ConfigError
-from specperf.faults import CorruptingDrafter, Faults, from_env, parse_faults, slow_down, speed_up
-from specperf.suite import SuiteRunner, build_cases
-from tests.benchjson import PERF_TESTS, SUITE
+from tests.helpers import PERF_TESTS, SUITE
 from tests.conftest import PROMPTS, VOCAB, clone_weights
 
 
@@ -75,12 +79,12 @@ OOM_CONFTEST = '''
 import pytest
 import torch
 
-from specperf.suite import SuiteRunner
+from specperf.bench.runner import CaseRunner
 
 
 @pytest.fixture(autouse=True)
 def _oom_at_k2(monkeypatch):
-    original = SuiteRunner.benchmark_case
+    original = CaseRunner.benchmark_case
 
     def benchmark_case(self, case, benchmark):
         if case.k == 2:
@@ -88,7 +92,7 @@ def _oom_at_k2(monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return original(self, case, benchmark)
 
-    monkeypatch.setattr(SuiteRunner, "benchmark_case", benchmark_case)
+    monkeypatch.setattr(CaseRunner, "benchmark_case", benchmark_case)
 '''
 
 
@@ -107,11 +111,40 @@ def test_out_of_memory_fails_that_case_only(pytester):
 
 
 def test_rerunning_a_case_in_one_session_is_deterministic():
-    runner = SuiteRunner(parse_config(yaml.safe_load(SUITE)))
-    draft_cases, _ = build_cases(runner.config)
+    runner = SuiteBench(parse_config(yaml.safe_load(SUITE))).runner
+    draft_cases, _ = build_cases(runner.store.config)
     cases = [c for c in draft_cases if c.draft.engine == "specperf"]
-    first = {c.id: runner.run_pass(c) for c in cases}
-    again = {c.id: runner.run_pass(c) for c in reversed(cases)}  # other cases ran in between
+    first = {c.id: runner.pass_fn(c)() for c in cases}
+    again = {c.id: runner.pass_fn(c)() for c in reversed(cases)}  # other cases ran in between
     for case_id, results in first.items():
         assert [(r.tokens, r.proposed, r.accepted, r.accept_counts) for r in results] == [
             (r.tokens, r.proposed, r.accepted, r.accept_counts) for r in again[case_id]], case_id
+
+
+def test_a_normal_run_ignores_the_switches(pytester, monkeypatch):
+    """Without the test-only plugin, specperf never reads SPECPERF_INJECT: even a malformed value is ignored."""
+    monkeypatch.setenv("SPECPERF_INJECT", "not a fault")
+    pytester.makefile(".yaml", suite=SUITE)
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
+    result = pytester.runpytest_inprocess("--specperf-config=suite.yaml", "-p", "no:randomly", "--specperf-k=2",
+                                          "--specperf-drafts=lookup", "--benchmark-json=out.json")
+    result.assert_outcomes(passed=2)
+    infos = [b["extra_info"] for b in json.loads((pytester.path / "out.json").read_text())["benchmarks"]]
+    assert [info["injected_faults"] for info in infos] == [None, None]
+
+
+def test_the_plugin_injects_and_says_so(pytester, monkeypatch):
+    monkeypatch.setenv("SPECPERF_INJECT", "corrupt_every=3")
+    pytester.makefile(".yaml", suite=SUITE)
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
+    args = ("--specperf-config=suite.yaml", "-p", "no:randomly", "--specperf-k=2", "--specperf-drafts=small")
+    clean = pytester.runpytest_inprocess(*args, "--benchmark-json=clean.json")
+    monkeypatch.setenv("SPECPERF_INJECT", "corrupt_every=3")
+    faulty = pytester.runpytest_inprocess(*args, "-p", "inject_faults", "--benchmark-json=faulty.json")
+    clean.assert_outcomes(passed=2)
+    faulty.assert_outcomes(passed=2)
+    case = {name: [b["extra_info"] for b in json.loads((pytester.path / name).read_text())["benchmarks"]
+                   if b["extra_info"]["draft"] is not None][0] for name in ("clean.json", "faulty.json")}
+    assert case["faulty.json"]["injected_faults"] == "corrupt_every=3"
+    assert case["faulty.json"]["acceptance_aggregate"] < case["clean.json"]["acceptance_aggregate"]
+    assert case["faulty.json"]["exact_match_rate"] == 1.0  # greedy output is still the verifier's

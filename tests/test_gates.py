@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from specperf import gates
+from specperf.analysis import gates
 from specperf.config import Floors, Thresholds, TimingGate, Tolerances
 from specperf.errors import ConfigError
 

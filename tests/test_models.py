@@ -7,14 +7,15 @@ import torch
 
 import specperf
 from specperf.data import apply_slice, fit_prompts, load_records
-from specperf.models import EMBEDDED_MODELS, LOAD_COUNTS, check_same_tokenizer, load_model, resolve_device
+from specperf.bench.models import check_same_tokenizer, load_model, resolve_device
+from specperf.config import EMBEDDED_MODELS
 from tests.conftest import tiny_gpt2
 
 FAMILY = [f"embedded:{name}" for name in EMBEDDED_MODELS]
 
 
 @pytest.fixture(scope="module")
-def family() -> dict[str, specperf.models.LoadedModel]:
+def family() -> dict[str, specperf.bench.models.LoadedModel]:
     return {name: load_model(name, device="cpu") for name in FAMILY}
 
 
@@ -37,16 +38,10 @@ def test_family_shares_one_tokenizer(family):
 
 
 def test_weights_fit_the_size_budget():
-    from specperf.models import EMBEDDED_DIR
+    from specperf.embedded import WEIGHTS_DIR
 
-    total = sum(f.stat().st_size for f in EMBEDDED_DIR.rglob("*") if f.is_file())
+    total = sum(f.stat().st_size for f in WEIGHTS_DIR.rglob("*") if f.is_file())
     assert total <= 40 * 1024 * 1024
-
-
-def test_load_counts_are_recorded():
-    before = LOAD_COUNTS[("embedded:draft-small", "cpu", "float32")]
-    load_model("embedded:draft-small", device="cpu")
-    assert LOAD_COUNTS[("embedded:draft-small", "cpu", "float32")] == before + 1
 
 
 def test_local_path_loads(tmp_path, family):

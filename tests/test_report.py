@@ -1,4 +1,4 @@
-"""specperf.report: tables (markdown and CSV), plots and report.md from a real --benchmark-json run."""
+"""specperf.output.report: tables (markdown and CSV), plots and report.md from a real --benchmark-json run."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchjson import CASE_IDS, bench_json, load_cases  # noqa: F401 (bench_json is a fixture)
+from tests.helpers import CASE_IDS, load_cases
 
 from specperf.errors import ConfigError
-from specperf.report import PLOTS, load_bench_json, report_from_json, write_report, write_summary
+from specperf.output.report import PLOTS, load_bench_json, report_from_json, write_report, write_summary
 
 # CSV/markdown column -> (extra_info key, markdown rounding tolerance). None: the baseline's speedup, 1.0.
 PERFORMANCE = {"latency p50 (s/tok)": ("latency_p50", 5e-6), "latency p95 (s/tok)": ("latency_p95", 5e-6),

@@ -12,7 +12,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 import specperf
 from specperf import ModelDrafter, PromptLookupDrafter
-from specperf.decoding import verify
+from specperf.engine import verify
 
 V = 6
 PROMPT = [2, 3, 2, 3, 2]
@@ -92,7 +92,7 @@ def test_the_chi_square_test_has_power(pair, monkeypatch):
         return real(logits, draft_tokens, draft_probs * 0 + 1e-9 if draft_probs is not None else None,
                     temperature, generator)
 
-    monkeypatch.setattr("specperf.decoding.engine.verify_sampling", accept_all)
+    monkeypatch.setattr("specperf.engine.decode.verify_sampling", accept_all)
     counts = _sample_counts(verifier, ModelDrafter(draft), 1.0, 800)
     stat, df = _chi_square(counts, _exact_joint(verifier, 1.0))
     assert stat > _critical(df)

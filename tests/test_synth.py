@@ -1,4 +1,4 @@
-"""Tests for the synthetic PubMedQA-shaped generator (specperf.embedded.synth)."""
+"""Tests for the synthetic PubMedQA-shaped generator (specperf.data.synth)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import statistics
 import pytest
 
 from specperf.data import DEFAULT_TEMPLATE
-from specperf.embedded import synth
+from specperf.data import synth
 from specperf.errors import DataError
 
 SENTENCE_END = re.compile(r"[.?!](?=\s|$)")

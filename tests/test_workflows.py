@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import re
 import shlex
 import subprocess
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from specperf.cli import subcommand_options
+from specperf.cli import build_parser
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / ".github" / "workflows"
 NAMES = ("cpu-tests.yml", "gpu-perf.yml")
@@ -116,6 +118,16 @@ def test_pytest_options_exist(name: str, pytest_options: set[str]) -> None:
         named |= {word.split("=")[0] for word in words if word.startswith("--")}
     unknown = named - pytest_options
     assert not unknown, f"{name} uses options pytest --help does not list: {sorted(unknown)}"
+
+
+def subcommand_options() -> dict[str, set[str]]:
+    """Subcommand name -> its option strings (argparse offers no public way to list subparsers)."""
+    found: dict[str, set[str]] = {}
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found[name] = set(sub._option_string_actions)
+    return found
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,1 +1,6 @@
-"""The embedded offline default: a synthetic PubMedQA-shaped data set and a self-trained GPT-2 family."""
+"""The embedded offline default: a self-trained GPT-2 family (weights/) and its training recipe (train.py)."""
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TOKENIZER_DIR = "tokenizer"  # the family's one tokenizer, beside the models in WEIGHTS_DIR

@@ -2,7 +2,7 @@
 
     python -m specperf.embedded.train --out specperf/embedded/weights
 
-Fixed seeds throughout. The corpus is the synthetic PubMedQA-shaped train split (specperf.embedded.synth), never
+Fixed seeds throughout. The corpus is the synthetic PubMedQA-shaped train split (specperf.data.synth), never
 the eval split the benchmark prompts come from. Progress is logged; the whole recipe fits in about 30 minutes on a
 2-core CPU. The result is a byte-level BPE tokenizer shared by all models, a GPT-2 verifier trained on the corpus,
 and GPT-2 drafts of graded sizes distilled from the verifier (KL to its next-token distribution, plus cross-entropy).
@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-from specperf.embedded.synth import END_MARKER, train_corpus
+from specperf.data.synth import END_MARKER, train_corpus
+from specperf.embedded import TOKENIZER_DIR, WEIGHTS_DIR
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_DIR = "tokenizer"
 ANSWER_CUE = "Answer:"  # the default template's last words: the answer follows
 
 
@@ -276,7 +276,7 @@ def _distill_phase(recipe: Recipe, corpus: Corpus, verifier: GPT2LMHeadModel, ou
 def _write_manifest(out: Path, recipe: Recipe, models: dict[str, object], seconds: dict[str, float]) -> None:
     manifest = {
         "recipe": asdict(recipe), "seconds": seconds, "models": models,
-        "data": "synthetic PubMedQA-shaped train split (specperf.embedded.synth), never the eval split",
+        "data": "synthetic PubMedQA-shaped train split (specperf.data.synth), never the eval split",
         "torch": torch.__version__,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -312,7 +312,7 @@ def run(recipe: Recipe, out: Path, *, drafts_only: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("weights"), metavar="DIR",
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, metavar="DIR",
                         help="where to write the tokenizer, models and manifest (default: %(default)s)")
     parser.add_argument("--verifier-steps", type=int, default=Recipe.verifier_steps, metavar="N",
                         help="verifier optimizer steps (default: %(default)s)")

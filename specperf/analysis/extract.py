@@ -1,0 +1,189 @@
+"""Turn a case's record (timed rounds, audit, step costs) into the metrics that land in ``--benchmark-json``
+extra_info. Pure functions of recorded numbers: no model runs here.
+
+The key names are specperf's output contract (:mod:`specperf.analysis.contract`); README documents each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specperf.analysis import stats
+from specperf.records import CaseRecord, DecodeResult
+
+# Largest verifier logit gap at a divergence that still counts as a near-tie, per dtype. Half precision keeps
+# 8 (bfloat16) or 11 (float16) significant bits: at logits near 20 one step is 0.125 or 0.016, and a (k+1)-token
+# verify forward and a 1-token forward round differently, by a few steps after a dozen layers. float32 has no
+# tolerance: there, greedy output must equal the baseline token for token.
+NEAR_TIE = {"float32": 0.0, "float16": 0.1, "bfloat16": 0.5}
+
+
+def _pooled(rounds: list[list[DecodeResult]]) -> list[DecodeResult]:
+    return [r for round_ in rounds for r in round_]
+
+
+def round_walls(rounds: list[list[DecodeResult]], batch_size: int) -> list[float]:
+    """Wall seconds of each round: the sum over its batches of the batch's wall (its slowest row's ``wall_s``)."""
+    return [sum(max(r.wall_s for r in round_[i : i + batch_size]) for i in range(0, len(round_), batch_size))
+            for round_ in rounds]
+
+
+def timing_metrics(rounds: list[list[DecodeResult]], batch_size: int = 1) -> dict[str, Any]:
+    """Per-request latency (s/token; within its batch), throughput (tok/s), TTFT and TPOT (s), pooled over the
+    timed rounds; and the aggregate throughput of each round (all new tokens / the round's wall)."""
+    results = _pooled(rounds)
+    latency = stats.summarize([r.latency for r in results])
+    throughput = stats.summarize([r.throughput for r in results])
+    tpots = [r.tpot_s for r in results if r.tpot_s is not None]
+    walls = round_walls(rounds, batch_size)
+    aggregate = [sum(r.new_tokens for r in round_) / wall for round_, wall in zip(rounds, walls)]
+    return {
+        "latency_p50": latency.p50, "latency_p95": latency.p95,
+        "throughput_p50": throughput.p50, "throughput_p95": throughput.p95, "throughput_p5": throughput.p5,
+        "ttft_p50": stats.percentile([r.ttft_s for r in results], 50),
+        "tpot_p50": stats.percentile(tpots, 50) if tpots else None,
+        "throughput_aggregate": stats.percentile(aggregate, 50),
+        "round_s": walls,
+    }
+
+
+def flops(n_params: int, tokens: int | None) -> float | None:
+    """About 2 FLOPs per parameter per processed token (attention's context term left out)."""
+    return None if tokens is None else 2.0 * n_params * tokens
+
+
+def base_metrics(record: CaseRecord) -> dict[str, Any]:
+    """What every case reports, the baseline included."""
+    ctx, last = record.context, record.rounds[-1]
+    new_tokens = sum(r.new_tokens for r in last)
+    verifier_tokens = sum(r.verifier_tokens or 0 for r in last) if all(
+        r.verifier_tokens is not None for r in last) else None
+    verifier_flops = flops(record.verifier_params, verifier_tokens)
+    return {
+        "verifier": ctx.verifier, "slice": record.slice, "device": ctx.device, "dtype": ctx.dtype,
+        "k": record.k, "batch_size": record.batch_size, "n_requests": len(last), "new_tokens": new_tokens,
+        "n_shortened": record.n_shortened,
+        "verifier_calls_per_token": sum(r.verifier_calls for r in last) / new_tokens,
+        "injected_faults": ctx.injected_faults,
+        "flops_per_token": verifier_flops / new_tokens if verifier_flops is not None else None,
+        **timing_metrics(record.rounds, record.batch_size),
+    }
+
+
+def _acceptance_pairs(record: CaseRecord) -> list[tuple[int, int]]:
+    """(accepted, proposed) per request: the engine's counters, or the audit's where the engine hides them."""
+    last = record.rounds[-1]
+    if all(r.proposed is not None and r.accepted is not None for r in last):
+        return [(r.accepted or 0, r.proposed or 0) for r in last]
+    return [(a.accepted, a.proposed) for a in record.audits]
+
+
+def _position_acceptance(last: list[DecodeResult]) -> list[float | None] | None:
+    if not all(r.position_proposed is not None and r.position_accepted is not None for r in last):
+        return None
+    accepted = stats.merge_counts([r.position_accepted or [] for r in last])
+    proposed = stats.merge_counts([r.position_proposed or [] for r in last])
+    return stats.rate(accepted, proposed)
+
+
+def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
+    """Draft acceptance (vLLM's accepted / proposed), agreement (alpha) and tokens per verifier call."""
+    pairs, audits, last = _acceptance_pairs(record), record.audits, record.rounds[-1]
+    rates = [a / p for a, p in pairs if p]
+    accepted, proposed = sum(a for a, _ in pairs), sum(p for _, p in pairs)
+    summary = stats.summarize(rates) if rates else None
+    agreements = [a.agreement for a in audits if a.agreement is not None]
+    agree = stats.summarize(agreements) if agreements else None
+    matched, positions = sum(sum(a.matches) for a in audits), sum(len(a.matches) for a in audits)
+    audit_proposed = sum(a.proposed for a in audits)
+    return {
+        "acceptance_mean": summary.mean if summary else None,
+        "acceptance_p50": summary.p50 if summary else None,
+        "acceptance_p95": summary.p95 if summary else None,
+        "acceptance_aggregate": accepted / proposed if proposed else None,
+        "audit_acceptance_aggregate": sum(a.accepted for a in audits) / audit_proposed if audit_proposed else None,
+        "agreement_mean": agree.mean if agree else None,
+        "agreement_p50": agree.p50 if agree else None,
+        "agreement_p95": agree.p95 if agree else None,
+        "alpha": matched / positions if positions else None,
+        "mean_accepted_length": sum(r.new_tokens for r in last) / sum(r.verifier_calls for r in last),
+        "accept_counts": stats.merge_counts([a.accept_counts for a in audits]),
+        "position_acceptance": _position_acceptance(last),
+    }
+
+
+def divergence_metrics(record: CaseRecord) -> dict[str, Any]:
+    """Exactness against the paired baseline: exact share, near-ties in half precision, and the gated figure.
+
+    Sampled output differs from the baseline's by design (its guarantee is a distribution, tests/test_sampling), so
+    with temperature > 0 ``exact_match_gated`` is None: the exact-match floor does not apply.
+    """
+    divergence, margins = record.first_divergence, record.divergence_margins
+    tolerance = NEAR_TIE.get(record.context.dtype, 0.0)
+    exact = sum(d is None for d in divergence)
+    near_tie = sum(m is not None and m <= tolerance for m in margins)
+    n = len(divergence)
+    gated = exact if tolerance == 0.0 else exact + near_tie
+    return {
+        "exact_match_rate": exact / n,
+        "first_divergence": divergence,
+        "divergence_margins": margins,
+        "near_tie_tolerance": tolerance,
+        "exact_or_near_tie_rate": (exact + near_tie) / n,
+        "exact_match_gated": None if record.context.temperature > 0 else gated / n,
+    }
+
+
+def comparison_metrics(record: CaseRecord) -> dict[str, Any]:
+    """Speedup from the paired rounds and FLOPs against the baseline."""
+    base_results, results = _pooled(record.baseline_rounds), _pooled(record.rounds)
+    size = record.batch_size
+    base_walls, walls = round_walls(record.baseline_rounds, size), round_walls(record.rounds, size)
+    out: dict[str, Any] = {
+        "speedup": stats.speedup([r.latency for r in base_results], [r.latency for r in results]),
+        "speedup_aggregate": stats.aggregate_speedup(sum(base_walls), sum(walls)),
+        "speedup_rounds": [b / c for b, c in zip(base_walls, walls)],
+        "baseline_latency_p50": stats.percentile([r.latency for r in base_results], 50),
+    }
+    out.update(_flop_metrics(record))
+    return out
+
+
+def _flop_metrics(record: CaseRecord) -> dict[str, Any]:
+    last, base_last = record.rounds[-1], record.baseline_rounds[-1]
+    if any(r.verifier_tokens is None for r in last):
+        return {"flops_per_token": None, "flop_speedup": None}
+    case_flops = sum((flops(record.verifier_params, r.verifier_tokens) or 0.0)
+                     + (flops(record.draft_params, r.draft_tokens) or 0.0) for r in last)
+    base_flops = sum(flops(record.verifier_params, r.verifier_tokens) or 0.0 for r in base_last)
+    return {"flops_per_token": case_flops / sum(r.new_tokens for r in last), "flop_speedup": base_flops / case_flops}
+
+
+def theory_metrics(record: CaseRecord, alpha: float | None, measured: float) -> dict[str, Any]:
+    """c (draft step / verifier step), v(k+1) (verify cost / step), Leviathan's expected speedup, efficiency."""
+    costs = record.step_costs
+    if costs is None:  # batch size > 1: the step costs are measured at batch 1
+        return {"cost_ratio": None, "verify_cost": None, "expected_speedup": None, "efficiency": None}
+    c = costs.draft_step_s / costs.verifier_step_s
+    verify_cost = costs.verify_block_s / costs.verifier_step_s
+    expected = stats.expected_speedup(alpha, record.k, c, verify_cost) if alpha is not None else None
+    return {
+        "cost_ratio": c, "verify_cost": verify_cost, "expected_speedup": expected,
+        "efficiency": stats.efficiency(measured, expected) if expected else None,
+    }
+
+
+def case_metrics(record: CaseRecord) -> dict[str, Any]:
+    """Every extra_info key of a draft case."""
+    out = base_metrics(record)
+    out.update(draft=record.draft, draft_model=record.draft_model, drafter=record.drafter, engine=record.engine)
+    out.update(acceptance_metrics(record))
+    out.update(comparison_metrics(record))
+    out.update(divergence_metrics(record))
+    out.update(theory_metrics(record, out["alpha"], out["speedup"]))
+    return out
+
+
+def baseline_metrics(record: CaseRecord) -> dict[str, Any]:
+    """Every extra_info key of a baseline case."""
+    return {**base_metrics(record), "draft": None, "engine": "specperf"}

@@ -1,0 +1,63 @@
+"""One suite run's benchmark side: the model store, the case runner, the audit and the step-cost meter, composed.
+
+Each case run ends in a :class:`~specperf.records.CaseRecord` of plain numbers, which the analysis turns into
+metrics without touching a model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specperf.bench.audit import audit_case, divergences
+from specperf.bench.interventions import Interventions
+from specperf.bench.measure import StepCostMeter
+from specperf.bench.runner import CaseRunner, TimedRuns
+from specperf.bench.store import ModelStore
+from specperf.config import SuiteConfig
+from specperf.config.cases import Case
+from specperf.records import CaseRecord, RunContext
+
+
+class SuiteBench:
+    """Created on first use by the plugin session, so a pytest run without perf cases never touches a model."""
+
+    def __init__(self, config: SuiteConfig, interventions: Interventions | None = None) -> None:
+        self.config = config
+        self.store = ModelStore(config)
+        self.runner = CaseRunner(self.store, interventions)
+        self.costs = StepCostMeter(self.store)
+        self.interventions = self.runner.interventions
+
+    @property
+    def device(self) -> Any:
+        return self.store.device
+
+    def _record(self, case: Case, runs: TimedRuns) -> CaseRecord:
+        config, spec = self.config, case.draft
+        context = RunContext(config.verifier, str(self.store.device), config.dtype, config.generation.temperature,
+                             self.interventions.describe())
+        return CaseRecord(
+            case_id=case.id, slice=case.slice, k=case.k, batch_size=case.batch_size,
+            draft=spec.name if spec else None, draft_model=spec.model if spec else None,
+            drafter=spec.drafter if spec else None, engine=spec.engine if spec else "specperf",
+            context=context, rounds=runs.rounds, baseline_rounds=runs.baseline_rounds, timed=runs.timed,
+            n_shortened=self.store.prompts(case.slice).n_shortened,
+            verifier_params=self.store.verifier.n_params,
+        )
+
+    def run_baseline(self, case: Case, benchmark: Any) -> CaseRecord:
+        """Time the verifier-only baseline of a slice."""
+        return self._record(case, self.runner.benchmark_baseline(case, benchmark))
+
+    def run_case(self, case: Case, benchmark: Any) -> CaseRecord:
+        """Time a draft case against its paired baseline rounds, audit its last round, measure its step costs."""
+        assert case.draft is not None
+        runs = self.runner.benchmark_case(case, benchmark)
+        record = self._record(case, runs)
+        last, base_last = runs.rounds[-1], runs.baseline_rounds[-1]
+        record.audits = audit_case(self.runner, case, last)
+        record.first_divergence, record.divergence_margins = divergences(self.runner, case, base_last, last)
+        if case.draft.drafter == "model" and case.draft.model is not None:
+            record.draft_params = self.store.model(case.draft.model).n_params
+        record.step_costs = self.costs.case_costs(case)
+        return record

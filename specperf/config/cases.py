@@ -1,0 +1,45 @@
+"""The case matrix a suite defines: every (draft, k, slice, batch size), and one baseline per (slice, batch size).
+
+Torch-free: the plugin builds the cases at configure time, before any model loads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from specperf.config.schema import DraftSpec, SuiteConfig
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: a draft (None for the verifier-only baseline) at block size k on a dataset slice,
+    decoding batch_size requests together."""
+
+    draft: DraftSpec | None
+    k: int
+    slice: str
+    batch_size: int = 1
+
+    @property
+    def id(self) -> str:
+        """Stable across commits: pytest-benchmark's --benchmark-compare matches runs by it. Batch 1 has no suffix."""
+        suffix = f"-b{self.batch_size}" if self.batch_size > 1 else ""
+        if self.draft is None:
+            return f"baseline-{self.slice}{suffix}"
+        return f"{self.draft.name}-k{self.k}-{self.slice}{suffix}"
+
+    @property
+    def baseline(self) -> Case:
+        """The verifier-only case this one is timed against: same slice, same batch size."""
+        return Case(None, 0, self.slice, self.batch_size)
+
+
+def build_cases(config: SuiteConfig) -> tuple[list[Case], list[Case]]:
+    """(draft cases, baseline cases): every (draft, k, slice, batch size), and one baseline per (slice, batch size).
+
+    transformers' assisted generation decodes one request at a time, so HF-engine drafts run at batch size 1 only.
+    """
+    slices, sizes = list(config.dataset.slices), list(config.batch_size)
+    drafts = [Case(d, k, s, b) for s in slices for b in sizes for d in config.drafts for k in config.k
+              if b == 1 or d.engine != "hf"]
+    return drafts, [Case(None, 0, s, b) for s in slices for b in sizes]

@@ -1,0 +1,172 @@
+"""The suite schema: frozen dataclasses, one commented default per field, and the limits the validators enforce.
+
+Every constant and default is written here once; the YAML loader, the command-line options and the engine read
+them from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from specperf.data.records import DEFAULT_TEMPLATE
+
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
+# The suite used when none is given: the embedded models and synthetic data, no network.
+DEFAULT_CONFIG_PATH = SUITES_DIR / "embedded.yaml"
+
+DTYPES = ("float32", "float16", "bfloat16")
+DRAFTERS = ("model", "prompt-lookup")
+ENGINES = ("specperf", "hf")
+EMBEDDED_PREFIX = "embedded:"
+# The embedded family (specperf/embedded/weights): the one list, read by the loader and the validator.
+EMBEDDED_MODELS = ("verifier", "draft-small", "draft-medium", "draft-large")
+MAX_K = 64  # beyond this a block is never accepted in practice and only burns draft compute
+MAX_NGRAM = 16
+MAX_NEW_TOKENS = 4096
+MAX_ROUNDS = 1000
+MAX_WARMUP_ROUNDS = 100
+MAX_SEED = 2**32 - 1  # numpy's and most RNGs' seed range
+# Unbounded ints are capped too: 16**5000 is valid YAML, and more digits than json.dumps (config_hash) may print.
+MAX_THREADS = 4096
+MAX_BATCH_SIZE = 4096
+DRAFT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # --specperf-device and the suite's device
+
+
+@dataclass(frozen=True)
+class Floors:
+    """Lower bounds a draft case must reach; None = not gated."""
+
+    min_speedup: float | None = None  # walltime speedup over the verifier-only baseline
+    min_flop_speedup: float | None = None  # speedup in FLOPs (hardware-independent)
+    min_acceptance: float | None = None  # accepted / proposed draft tokens, 0..1
+    min_agreement: float | None = None  # per-token agreement with the baseline, 0..1
+    min_exact_match: float | None = 1.0  # greedy requests identical to the baseline (near-ties allowed in fp16/bf16)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Allowed drops relative to a baseline run (--specperf-baseline)."""
+
+    acceptance: float = 0.002  # absolute drop in acceptance
+    agreement: float = 0.002  # absolute drop in agreement
+    mean_accepted_length: float = 0.01  # relative drop in tokens per verifier call
+    verifier_calls_per_token: float = 0.01  # relative increase
+    flop_speedup: float = 0.01  # relative drop
+    exact_match_rate: float = 0.0  # absolute drop: greedy output must not diverge more often
+
+
+@dataclass(frozen=True)
+class TimingGate:
+    """The noise-aware timing gate: fail only on a significant AND large slowdown."""
+
+    # Fitted by perf/gate_quality.py on the developers' 2-core CPU; README's Gate quality section has the figures.
+    alpha: float = 0.05  # one-sided Mann-Whitney significance level, 0 < alpha < 1
+    min_effect: float = 0.05  # smallest relative drop of the median per-round speedup that may fail, 0..1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Floors for every case, per-draft overrides, baseline tolerances and the timing gate."""
+
+    default: Floors = Floors()  # floors for every draft case
+    drafts: tuple[tuple[str, Floors], ...] = ()  # (draft name, overrides), sorted by name
+    tolerances: Tolerances = Tolerances()  # allowed drops against a baseline run
+    timing: TimingGate = TimingGate()  # significance and effect size of timing regressions
+
+    def floors_for(self, draft: str) -> Floors:
+        """The default floors with ``draft``'s overrides (its non-None values) applied."""
+        override = dict(self.drafts).get(draft)
+        if override is None:
+            return self.default
+        changes = {f.name: getattr(override, f.name) for f in dataclasses.fields(Floors)
+                   if getattr(override, f.name) is not None}
+        return dataclasses.replace(self.default, **changes)
+
+
+@dataclass(frozen=True)
+class DraftSpec:
+    """One draft: a model (or prompt lookup) and the engine that runs it."""
+
+    name: str  # unique; appears in test ids
+    model: str | None = None  # hub id, local path or embedded:NAME; None for prompt-lookup
+    drafter: str = "model"  # model | prompt-lookup
+    engine: str = "specperf"  # specperf | hf (transformers assisted generation)
+    max_ngram: int = 3  # prompt-lookup: longest n-gram matched
+    min_ngram: int = 1  # prompt-lookup: shortest n-gram matched
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where prompts come from and which of them are used."""
+
+    source: str = "embedded"  # hf | pubmedqa-json | file | embedded
+    path: str | None = None  # file for pubmedqa-json/file; dataset name or local data for hf
+    hf_config: str = "pqa_labeled"  # PubMedQA config (source hf)
+    split: str | None = None  # None = the source's default split
+    template: str = DEFAULT_TEMPLATE  # prompt format with {question} and {abstract}
+    slices: tuple[str, ...] = ("0:8",)  # canonical slice names (specperf.data.SliceSpec.name)
+    context_policy: str = "truncate-abstract"  # what to do with a prompt that does not fit
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """How each request decodes."""
+
+    max_new_tokens: int = 64  # new tokens per request
+    temperature: float = 0.0  # 0 = greedy
+    seed: int = 0  # sampling seed (temperature > 0)
+    stop_at_eos: bool = False  # stop a request at the tokenizer's EOS token
+
+
+@dataclass(frozen=True)
+class TimingSpec:
+    """How often each case runs."""
+
+    rounds: int = 5  # timed rounds per case
+    warmup_rounds: int = 1  # untimed rounds first (caches, allocator, kernels)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuiteConfig:
+    """A validated benchmark suite (see :func:`parse_config` for the YAML schema)."""
+
+    verifier: str  # hub id, local path or embedded:NAME
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    trust_remote_code: bool = False  # run code shipped with hub models
+    drafts: tuple[DraftSpec, ...]  # at least one, unique names
+    k: tuple[int, ...] = (4,)  # block sizes, each 1..64
+    batch_size: tuple[int, ...] = (1,)  # requests decoded together; each size is an axis value of the suite
+    dataset: DatasetSpec = DatasetSpec()  # prompt data
+    generation: GenerationSpec = GenerationSpec()  # decoding settings
+    timing: TimingSpec = TimingSpec()  # rounds per case
+    thresholds: Thresholds = Thresholds()  # CI gates
+
+    @property
+    def draft_names(self) -> tuple[str, ...]:
+        """The drafts' names, in suite order."""
+        return tuple(d.name for d in self.drafts)
+
+
+def _defaults(cls: type) -> dict[str, object]:
+    """Field name -> default of a dataclass (fields without a default are left out)."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+
+# The defaults the YAML loader applies to a missing key: the dataclasses' own, read once.
+SUITE_DEFAULTS = _defaults(SuiteConfig)
+DRAFT_DEFAULTS = _defaults(DraftSpec)
+DATASET_DEFAULTS = _defaults(DatasetSpec)
+GENERATION_DEFAULTS = _defaults(GenerationSpec)
+TIMING_DEFAULTS = _defaults(TimingSpec)
+
+DRAFT_KEYS = tuple(f.name for f in dataclasses.fields(DraftSpec))
+DATASET_KEYS = tuple(f.name for f in dataclasses.fields(DatasetSpec))
+GENERATION_KEYS = tuple(f.name for f in dataclasses.fields(GenerationSpec))
+TIMING_KEYS = tuple(f.name for f in dataclasses.fields(TimingSpec))
+TOP_KEYS = tuple(f.name for f in dataclasses.fields(SuiteConfig))

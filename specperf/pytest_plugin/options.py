@@ -1,0 +1,118 @@
+"""The plugin's command-line options: parsers that raise argparse.ArgumentTypeError, and the parsed Options."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from specperf.config.schema import DEFAULT_CONFIG_PATH, DEVICE_PATTERN, DTYPES, MAX_BATCH_SIZE, MAX_K
+
+
+@dataclass(frozen=True)
+class Options:
+    """The command line, parsed."""
+
+    config_path: Path
+    device: str | None
+    dtype: str | None
+    drafts: tuple[str, ...] | None
+    k: tuple[int, ...] | None
+    slices: tuple[str, ...] | None
+    batch_size: tuple[int, ...] | None
+    thresholds_path: Path | None
+    baseline_path: Path | None
+    report_dir: Path | None
+
+
+def parse_list(value: str) -> tuple[str, ...]:
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}; fix: name at least one, "
+                                         "e.g. draft-small,prompt-lookup")
+    return items
+
+
+def _parse_ints(value: str, option: str, what: str, lo: int, hi: int, example: str) -> tuple[int, ...]:
+    """Comma-separated integers, each in lo..hi; errors name the option and an example that works."""
+    try:
+        numbers = tuple(int(v) for v in parse_list(value))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as {example}, got {value!r}; "
+                                         f"fix: pass e.g. {option}={example}") from None
+    if any(not lo <= n <= hi for n in numbers):
+        raise argparse.ArgumentTypeError(f"each {what} must be in {lo}..{hi}, got {value!r}; fix: pass values "
+                                         f"in that range, e.g. {option}={example}")
+    return numbers
+
+
+def parse_k(value: str) -> tuple[int, ...]:
+    return _parse_ints(value, "--specperf-k", "k", 1, MAX_K, "2,4")
+
+
+def parse_batch(value: str) -> tuple[int, ...]:
+    return _parse_ints(value, "--specperf-batch", "batch size", 1, MAX_BATCH_SIZE, "1,4,8")
+
+
+def parse_device(value: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {value!r}; "
+                                         "fix: pass e.g. --specperf-device cpu")
+    return value
+
+
+def parse_dtype(value: str) -> str:
+    if value not in DTYPES:
+        raise argparse.ArgumentTypeError(f"expected {', '.join(DTYPES)}, got {value!r}")
+    return value
+
+
+def parse_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {value}; fix: pass an existing file (a relative path "
+                                         f"starts at {Path.cwd()})")
+    return path
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("specperf", "specperf: speculative decoding benchmarks")
+    group.addoption("--specperf-config", metavar="PATH", type=parse_file, default=None,
+                    help="suite YAML (default: the ini option specperf_config, else the embedded suite "
+                         f"{DEFAULT_CONFIG_PATH.name})")
+    group.addoption("--specperf-device", metavar="DEVICE", type=parse_device, default=None,
+                    help="auto, cpu, cuda or cuda:N (default: the suite's device)")
+    group.addoption("--specperf-dtype", metavar="DTYPE", type=parse_dtype, default=None,
+                    help=f"{', '.join(DTYPES)} (default: the suite's dtype)")
+    group.addoption("--specperf-drafts", metavar="NAMES", type=parse_list, default=None,
+                    help="comma-separated draft names to run (default: all drafts of the suite)")
+    group.addoption("--specperf-k", metavar="K", type=parse_k, default=None,
+                    help=f"comma-separated block sizes, each 1..{MAX_K} (default: the suite's k)")
+    group.addoption("--specperf-batch", metavar="SIZES", type=parse_batch, default=None,
+                    help="comma-separated batch sizes (requests decoded together), e.g. 1,4,8 "
+                         "(default: the suite's batch_size, [1] unless set)")
+    group.addoption("--specperf-slice", metavar="SLICES", type=parse_list, default=None,
+                    help="comma-separated dataset slices such as 0:8,random:16:seed=0 (default: the suite's)")
+    group.addoption("--specperf-thresholds", metavar="PATH", type=parse_file, default=None,
+                    help="thresholds YAML, applied over the suite's inline thresholds (default: none)")
+    group.addoption("--specperf-baseline", metavar="PATH", type=parse_file, default=None,
+                    help="an earlier --benchmark-json file to gate against (default: none, floors only)")
+    group.addoption("--specperf-report", metavar="DIR", type=Path, default=None,
+                    help="write tables (and plots) of the run to DIR at the end (default: none)")
+    parser.addini("specperf_config", "suite YAML used when --specperf-config is not given", default="")
+
+
+def read_options(config: pytest.Config) -> Options:
+    path = config.getoption("specperf_config")
+    if path is None:
+        ini = config.getini("specperf_config")
+        path = Path(config.rootpath, ini) if ini else DEFAULT_CONFIG_PATH
+    return Options(
+        config_path=path, device=config.getoption("specperf_device"), dtype=config.getoption("specperf_dtype"),
+        drafts=config.getoption("specperf_drafts"), k=config.getoption("specperf_k"),
+        slices=config.getoption("specperf_slice"), batch_size=config.getoption("specperf_batch"),
+        thresholds_path=config.getoption("specperf_thresholds"),
+        baseline_path=config.getoption("specperf_baseline"), report_dir=config.getoption("specperf_report"),
+    )

@@ -1,0 +1,152 @@
+"""specperf's pytest plugin: options, the session object, parametrization, fixtures and hooks. Nothing else.
+
+Registered through the ``pytest11`` entry point, so it loads in every pytest run of an environment that has specperf
+installed. It imports only pytest and specperf's torch-free configuration here; the engine, torch and transformers
+load when the first specperf case runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from specperf.config import SuiteConfig, apply_thresholds_file, load_config, narrow
+from specperf.config.cases import build_cases
+from specperf.errors import ConfigError, SpecperfError
+from specperf.pytest_plugin import hookspecs
+from specperf.pytest_plugin.options import add_options, read_options
+from specperf.pytest_plugin.session import SpecperfSession
+
+log = logging.getLogger(__name__)
+_SESSION = pytest.StashKey[SpecperfSession]()
+_OPTIONS = ("specperf_config", "specperf_device", "specperf_dtype", "specperf_drafts", "specperf_k", "specperf_batch",
+            "specperf_slice", "specperf_thresholds", "specperf_baseline", "specperf_report")
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+def _check_device(device: str) -> None:
+    """Refuse cuda or cuda:N where CUDA is missing now, at configure time, not at the first model load."""
+    if device.startswith("cuda"):
+        from specperf.bench.models import resolve_device  # torch, but only for a run that asks for CUDA
+
+        resolve_device(device)
+
+
+def _check_dataset(suite: SuiteConfig) -> None:
+    """A local data file that is missing, a directory or empty is a configuration error, reported at start."""
+    ds = suite.dataset
+    if ds.source in ("file", "pubmedqa-json"):
+        from specperf.data.sources import require_file
+
+        try:
+            require_file(ds.path, ds.source)
+        except SpecperfError as exc:
+            raise ConfigError(f"dataset.path: {exc}") from None
+
+
+def _load_baseline(config: pytest.Config, path: Path, suite: SuiteConfig) -> dict[str, dict[str, Any]]:
+    """The baseline's cases; an error if it shares no draft case with this run, a warning if it lacks some."""
+    from specperf.analysis.gates import load_baseline
+
+    case_ids = [case.id for case in build_cases(suite)[0]]
+    baseline = load_baseline(path, case_ids)
+    missing = [case_id for case_id in case_ids if case_id not in baseline]
+    if missing:
+        shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"specperf: baseline file {path} lacks {len(missing)} of this run's {len(case_ids)} draft case(s) "
+            f"({shown}); only absolute floors gate those"), stacklevel=2)
+    return baseline
+
+
+def _build_session(config: pytest.Config) -> SpecperfSession:
+    opts = read_options(config)
+    suite = load_config(opts.config_path)
+    if opts.thresholds_path is not None:  # before narrowing: the file may name drafts this run leaves out
+        suite = apply_thresholds_file(suite, opts.thresholds_path)
+    suite = narrow(suite, opts.drafts, opts.k, opts.slices, opts.batch_size)
+    suite = replace(suite, device=opts.device or suite.device, dtype=opts.dtype or suite.dtype)
+    _check_device(suite.device)
+    _check_dataset(suite)
+    baseline = _load_baseline(config, opts.baseline_path, suite) if opts.baseline_path is not None else None
+    declared = bool(config.getini("specperf_config")) or any(config.getoption(o) is not None for o in _OPTIONS)
+    return SpecperfSession(config, opts, suite, suite.thresholds, baseline, declared)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        config.stash[_SESSION] = _build_session(config)
+    except SpecperfError as exc:
+        raise pytest.UsageError(f"specperf: {exc}") from None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    session = metafunc.config.stash.get(_SESSION, None)
+    if session is None:
+        return
+    for name, cases in (("specperf_case", session.draft_cases), ("specperf_baseline_case", session.baseline_cases)):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def specperf(request: pytest.FixtureRequest) -> SpecperfSession:
+    """The suite session: runs cases (``run_case``, ``run_baseline``), holds the bench and the results."""
+    return request.config.stash[_SESSION]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_specperf_record(config: pytest.Config, case: Any, metrics: dict[str, Any],
+                           extra_info: dict[str, Any]) -> None:
+    extra_info.update(metrics)
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
+    session = config.stash.get(_SESSION, None)
+    if session is None or not session.in_use:  # another project's benchmarks: no torch for them
+        return
+    from specperf.bench.environment import environment_info
+
+    machine_info["specperf"] = environment_info(session.config)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    session = config.stash.get(_SESSION, None)
+    if session is None or not session.results:
+        return
+    from specperf.output.tables import acceptance_table, performance_table
+
+    terminalreporter.section("specperf")
+    for note in session.notes:
+        terminalreporter.write_line(f"note: {note}")
+    terminalreporter.write_line("performance per case")
+    for line in performance_table(session.results):
+        terminalreporter.write_line(line)
+    terminalreporter.write_line("")
+    terminalreporter.write_line("acceptance per draft")
+    for line in acceptance_table(session.results):
+        terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash.get(_SESSION, None)
+    if state is None or state.options.report_dir is None or not state.results:
+        return
+    from specperf.bench.environment import environment_info
+    from specperf.output.report import write_report, write_summary
+
+    write_summary(state.results, state.options.report_dir)
+    path = write_report(state.results, state.options.report_dir,
+                        machine_info={"specperf": environment_info(state.config)}, notes=state.notes)
+    log.info("specperf report written to %s", path)

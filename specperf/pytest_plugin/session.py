@@ -1,0 +1,117 @@
+"""The plugin's session object: options resolved once, the suite bench (created on first use), results and gates."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+from specperf.analysis import gates
+from specperf.analysis.extract import baseline_metrics, case_metrics
+from specperf.config import SuiteConfig, Thresholds
+from specperf.config.cases import Case, build_cases
+from specperf.pytest_plugin.options import Options
+
+if TYPE_CHECKING:
+    from specperf.bench.suite import SuiteBench
+    from specperf.records import CaseRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TIMING_SKIPPED = ("timing gates skipped: --benchmark-disable decoded each case once, untimed; the deterministic "
+                  "gates (acceptance, exactness, work metrics) still apply")
+EXACT_NOT_GATED = "exact-match floor not applied: the suite samples (temperature > 0), so outputs differ by design"
+
+
+class SpecperfSession:
+    """Built in pytest_configure; owns everything a suite run shares."""
+
+    def __init__(self, pytest_config: pytest.Config, options: Options, config: SuiteConfig,
+                 thresholds: Thresholds, baseline: dict[str, dict[str, Any]] | None, declared: bool) -> None:
+        self.pytest_config = pytest_config
+        self.options = options
+        self.config = config
+        self.thresholds = thresholds
+        self.baseline = baseline
+        self.declared = declared  # the run named a suite (option or ini): specperf is in use from the start
+        self.draft_cases, self.baseline_cases = build_cases(config)
+        self.results: dict[str, dict[str, Any]] = {}
+        self.notes: list[str] = []  # said once in the terminal summary and the report
+        self._bench: SuiteBench | None = None
+
+    @property
+    def in_use(self) -> bool:
+        return self.declared or self._bench is not None
+
+    @property
+    def bench(self) -> SuiteBench:
+        """Created at first use, so a pytest run without perf cases never imports torch or touches a model."""
+        if self._bench is None:
+            from specperf.bench.suite import SuiteBench
+
+            hook = self.pytest_config.hook.pytest_specperf_interventions
+            self._bench = SuiteBench(self.config, hook(config=self.pytest_config))
+        return self._bench
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            log.warning("specperf: %s", text)
+
+    def _record(self, case: Case, values: dict[str, Any], benchmark: Any) -> None:
+        values["case_id"] = case.id
+        self.results[case.id] = values
+        self.pytest_config.hook.pytest_specperf_record(config=self.pytest_config, case=case, metrics=values,
+                                                       extra_info=benchmark.extra_info)
+
+    def _guarded(self, case: Case, work: Callable[[], T]) -> T:
+        """Run one case's decoding; out of memory fails this case only, with figures, and frees what it held."""
+        from specperf.bench.memory import CaseOutOfMemory, is_out_of_memory, memory_figures, release
+
+        bench = self.bench
+        try:
+            return work()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            message = str(exc)
+        # Outside the except block: the OOM traceback, and the tensors its frames hold, are gone by now.
+        figures = memory_figures(bench.device)
+        bench.runner.forget_request_state()
+        release(bench.device)
+        raise CaseOutOfMemory(
+            f"{case.id}: out of memory on {bench.device}: {message}\nmemory at the failure: {figures}; "
+            f"after freeing: {memory_figures(bench.device)}. The other cases go on. Fix: a shorter slice or "
+            "max_new_tokens, a smaller k or batch, float16/bfloat16, or a bigger device"
+        )
+
+    def run_baseline(self, case: Case, benchmark: Any) -> dict[str, Any]:
+        """Benchmark the verifier-only baseline of one slice."""
+        benchmark.group = f"slice {case.slice}"
+        record = self._guarded(case, lambda: self.bench.run_baseline(case, benchmark))
+        values = baseline_metrics(record)
+        self._record(case, values, benchmark)
+        return values
+
+    def run_case(self, case: Case, benchmark: Any) -> dict[str, Any]:
+        """Benchmark one draft case, record its metrics, then apply every gate; a violation fails the case."""
+        assert case.draft is not None
+        benchmark.group = f"slice {case.slice}"
+        record: CaseRecord = self._guarded(case, lambda: self.bench.run_case(case, benchmark))
+        values = case_metrics(record)
+        self._record(case, values, benchmark)
+        if not record.timed:
+            self.note(TIMING_SKIPPED)
+        if values.get("exact_match_gated") is None and record.context.temperature > 0:
+            self.note(EXACT_NOT_GATED)
+        old = self.baseline.get(case.id) if self.baseline is not None else None
+        if self.baseline is not None and old is None:
+            log.warning("%s is not in the baseline file %s: only absolute floors apply", case.id,
+                        self.options.baseline_path)
+        violations = gates.evaluate(case.id, case.draft.name, values, old, self.thresholds, timed=record.timed)
+        if violations:
+            raise gates.RegressionDetected("\n".join(v.message() for v in violations))
+        return values

@@ -1,0 +1,131 @@
+"""The records handed from the stages that run models (engine, bench) to the pure stages (analysis, output).
+
+Plain dataclasses of Python numbers: no torch, so analysis and output can import them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DecodeResult:
+    """Token-level record of one decoded prompt.
+
+    Counts of draft tokens are ``None`` when the backend does not expose them (transformers' assisted generation
+    hides how many tokens it proposed): unknown, never zero.
+    """
+
+    tokens: list[int]  # new token ids, prompt excluded
+    k: int  # block size asked for (0 for verifier-only decoding)
+    prompt_len: int
+    verifier_calls: int  # verifier forward passes, prefill included
+    draft_calls: int | None  # draft forward passes, draft prefill included (0 without a model drafter)
+    verifier_tokens: int | None  # token positions the verifier processed (prompt + every verified block)
+    draft_tokens: int | None  # token positions the draft model processed
+    proposed: int | None  # draft tokens proposed
+    accepted: int | None  # draft tokens accepted by the verifier and emitted
+    accept_counts: list[int] | None  # [i] = verification steps that accepted exactly i draft tokens (gpt-fast)
+    position_proposed: list[int] | None  # [i] = steps whose block had a draft token at position i
+    position_accepted: list[int] | None  # [i] = steps whose draft token at position i was accepted
+    wall_s: float  # request start to last token, seconds
+    ttft_s: float  # request start to first new token, seconds
+    stop_reason: str = "length"  # "length" (max_new_tokens) or "eos"
+    backend: str = "specperf"
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def new_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def mean_accepted_length(self) -> float:
+        """Tokens emitted per verifier forward pass (the prefill counts as a call)."""
+        return self.new_tokens / self.verifier_calls if self.verifier_calls else 0.0
+
+    @property
+    def throughput(self) -> float:
+        """New tokens per second of wall time."""
+        return self.new_tokens / self.wall_s if self.wall_s > 0 else float("inf")
+
+    @property
+    def latency(self) -> float:
+        """Seconds of wall time per new token."""
+        return self.wall_s / self.new_tokens if self.new_tokens else float("nan")
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first: (wall - TTFT) / (new tokens - 1), as vLLM bench defines it."""
+        if self.new_tokens < 2:
+            return None
+        return (self.wall_s - self.ttft_s) / (self.new_tokens - 1)
+
+
+@dataclass
+class Audit:
+    """What the replay of one request found."""
+
+    matches: list[bool]  # matches[i]: draft argmax == emitted token i (i >= 1; token 0 comes from the prefill)
+    proposed: int
+    accepted: int
+    accept_counts: list[int]
+
+    @property
+    def agreement(self) -> float | None:
+        return sum(self.matches) / len(self.matches) if self.matches else None
+
+    @property
+    def acceptance(self) -> float | None:
+        return self.accepted / self.proposed if self.proposed else None
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Median seconds of one cached forward, at the slice's first prompt: the verifier over 1 and over k + 1 tokens,
+    and the draft over 1 token (0 for a model-free drafter)."""
+
+    verifier_step_s: float  # v(1)
+    verify_block_s: float  # the verifier over k + 1 tokens
+    draft_step_s: float  # one draft forward; 0.0 without a draft model
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a case ran on: the suite's verifier, device, dtype and sampling, and any injected faults."""
+
+    verifier: str
+    device: str
+    dtype: str
+    temperature: float
+    injected_faults: str | None = None  # a test-only plugin's description; None in every honest run
+
+
+@dataclass
+class CaseRecord:
+    """Everything measured for one case, as plain numbers: the input of :mod:`specperf.analysis.extract`.
+
+    ``rounds`` and ``baseline_rounds`` hold the timed rounds (warm-up dropped), each a list of the slice's requests
+    in slice order; with pytest-benchmark's ``--benchmark-disable`` there is one untimed round and ``timed`` is
+    False. Model-derived figures (audit, divergence margins, step costs, parameter counts) were computed by
+    :mod:`specperf.bench`.
+    """
+
+    case_id: str
+    slice: str
+    k: int
+    batch_size: int
+    draft: str | None  # None for the verifier-only baseline
+    draft_model: str | None
+    drafter: str | None
+    engine: str
+    context: RunContext
+    rounds: list[list[DecodeResult]]
+    baseline_rounds: list[list[DecodeResult]] = field(default_factory=list)
+    audits: list[Audit] = field(default_factory=list)
+    n_shortened: int = 0  # prompts whose abstract was cut to fit the context window
+    verifier_params: int = 0
+    draft_params: int = 0  # 0 without a draft model
+    first_divergence: list[int | None] = field(default_factory=list)  # per request of the last round vs baseline
+    divergence_margins: list[float | None] = field(default_factory=list)  # verifier logit gap at each divergence
+    step_costs: StepCosts | None = None  # None at batch size > 1 (costs are measured at batch 1)
+    timed: bool = True  # False: --benchmark-disable ran each pass once, untimed
