@@ -14,7 +14,8 @@ every scenario alike, `--runs` runs of each scenario:
 - fast-baseline: the verifier-only baseline 15% faster (simulated at its clock): the timing gate.
 
 The injections are inject_faults (environment variable SPECPERF_INJECT). Every run is gated against the reference
-with specperf.analysis.gates.evaluate, the function `--specperf-baseline` uses, under the suite's thresholds. Then the clean
+with specperf.analysis.gates.evaluate, the function `--specperf-baseline` uses, under the suite's thresholds. Then
+the clean
 runs answer two more questions without more decoding, by scaling their per-round speedups by 1/(1+s): the smallest
 slowdown s the timing gate catches in every run, and how that depends on min_effect and on the number of rounds
 (the first R rounds of each run). Writes runs/*.json and gate-quality.md under --out.
@@ -40,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from specperf.analysis import gates  # noqa: E402
-from specperf.output.benchfile import load_bench_json  # noqa: E402
 from specperf.config import DEFAULT_CONFIG_PATH, Thresholds, TimingGate, load_config  # noqa: E402
+from specperf.output.benchfile import load_bench_json  # noqa: E402
 
 log = logging.getLogger("gate_quality")
 
@@ -84,7 +85,8 @@ def run_suite(suite: Path, out: Path, inject: str) -> float:
     """One whole `pytest perf/` process writing --benchmark-json=out; returns its wall seconds."""
     perf_path = os.pathsep.join(filter(None, [str(ROOT / "perf"), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "SPECPERF_INJECT": inject, "PYTHONPATH": perf_path}
-    cmd = [sys.executable, "-m", "pytest", "perf/test_speculative.py::test_speculative", "-q", "-p", "no:cacheprovider", "-p", "inject_faults",
+    cmd = [sys.executable, "-m", "pytest", "perf/test_speculative.py::test_speculative", "-q", "-p", "no:cacheprovider",
+           "-p", "inject_faults",
            "--benchmark-disable-gc", f"--specperf-config={suite}",
            f"--benchmark-json={out}"]
     start = time.perf_counter()

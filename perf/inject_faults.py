@@ -3,7 +3,8 @@
 Load it with ``-p inject_faults`` (perf/ on the Python path, as perf/gate_quality.py does); specperf itself never
 imports it, so a normal run cannot even parse the switches. It implements ``pytest_specperf_interventions`` from the
 environment variable ``SPECPERF_INJECT``, comma-separated ``name=value`` pairs, for example
-``SPECPERF_INJECT=corrupt_every=20`` or ``SPECPERF_INJECT=spec_slowdown=0.15``. Unset, every hook is the identity. A run with faults injected says so in the log and in every case's ``extra_info``
+``SPECPERF_INJECT=corrupt_every=20`` or ``SPECPERF_INJECT=spec_slowdown=0.15``. Unset, every hook is the identity.
+A run with faults injected says so in the log and in every case's ``extra_info``
 (``injected_faults``), so its JSON can never pass for an honest one.
 
 - ``corrupt_every=N``: about one proposal in N (those that start at a sequence length divisible by N) has its
@@ -23,9 +24,8 @@ import os
 import time
 from dataclasses import dataclass, fields, replace
 
-import torch
-
 import pytest
+import torch
 
 from specperf.bench.interventions import GroupFn, Interventions
 from specperf.config.cases import Case
@@ -82,7 +82,7 @@ def parse_faults(text: str) -> Faults:
         except ValueError:
             raise ConfigError(f"{ENV_VAR}: {name} needs a number, got {value!r}") from None
     faults = replace(Faults(), **values)
-    if faults.corrupt_every < 0 or not (0 <= faults.spec_slowdown and 0 <= faults.baseline_speedup < 1):
+    if faults.corrupt_every < 0 or not (faults.spec_slowdown >= 0 and 0 <= faults.baseline_speedup < 1):
         raise ConfigError(f"{ENV_VAR}: corrupt_every >= 0, spec_slowdown >= 0 and 0 <= baseline_speedup < 1, "
                           f"got {text!r}")
     return faults

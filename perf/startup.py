@@ -193,7 +193,8 @@ def plugin_overhead(timings: list[Timing]) -> float:
 
 def markdown(timings: list[Timing], context: dict[str, Any]) -> str:
     """The results as a markdown table, then the overhead and the conditions of the measurement."""
-    lines = ["| command | median (s) | min (s) | max (s) | runs | exit codes |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+    lines = ["| command | median (s) | min (s) | max (s) | runs | exit codes |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
     for t in timings:
         codes = ",".join(sorted({str(c) for c in t.exit_codes}))
         lines.append(f"| `{t.label}` | {t.median():.3f} | {min(t.seconds):.3f} | {max(t.seconds):.3f} | "

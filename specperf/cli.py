@@ -8,8 +8,8 @@
     Match cases by ``case_id``; for each, show old, new and change of speedup, acceptance_aggregate,
     mean_accepted_length, latency_p50, latency_p95 and throughput_p50. Cases in one file only are listed as added
     or removed (not a failure), but two files that share no draft case of NEW come from different suites: bad
-    input. Every draft case of NEW is then gated by :func:`specperf.analysis.gates.evaluate` against its OLD case, exactly
-    as the plugin's ``--specperf-baseline`` does, with the thresholds of the suite ``--config`` (default: the
+    input. Every draft case of NEW is then gated by :func:`specperf.analysis.gates.evaluate` against its OLD case,
+    exactly as the plugin's ``--specperf-baseline`` does, with the thresholds of the suite ``--config`` (default: the
     packaged embedded suite) merged with the ``--thresholds`` file. The table (or the JSON) goes to ``--output``
     or stdout; regressions and the verdict go to stderr.
 
@@ -132,7 +132,10 @@ def compare_rows(old: Mapping[str, Info], new: Mapping[str, Info]) -> list[list[
 def _aligned(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     # Text columns left, numbers right, so decimal points roughly line up.
-    just = lambda i, cell: cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i])  # noqa: E731
+
+    def just(i: int, cell: str) -> str:
+        return cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i])
+
     return ["  ".join(just(i, c) for i, c in enumerate(row)).rstrip() for row in [list(header), *rows]]
 
 
@@ -209,9 +212,9 @@ def _thresholds(args: argparse.Namespace, new: Mapping[str, Info]) -> Any:
 
 
 def gate_messages(old: Mapping[str, Info], new: Mapping[str, Info], thresholds: Any) -> list[str]:
-    """Every violated gate of NEW's draft cases, by :func:`specperf.analysis.gates.evaluate` (the plugin's own rules)."""
-    from specperf.errors import ConfigError
+    """Every violated gate of NEW's draft cases, by :func:`specperf.analysis.gates.evaluate` (the plugin's rules)."""
     from specperf.analysis.gates import evaluate
+    from specperf.errors import ConfigError
 
     messages = []
     for case_id, info in new.items():

@@ -56,12 +56,12 @@ from typing import Any
 import pytest
 import yaml
 
-from specperf.output.benchfile import installed_benchmark_version
+from specperf.analysis.gates import load_baseline
 from specperf.cli import main
 from specperf.config import apply_thresholds_file, load_config, parse_config
 from specperf.data import load_records
 from specperf.errors import ConfigError, DataError
-from specperf.analysis.gates import load_baseline
+from specperf.output.benchfile import installed_benchmark_version
 from tests.helpers import SUITE
 
 INSTALLED = installed_benchmark_version() or "5.2.3"

@@ -7,9 +7,9 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from tests.helpers import CASE_IDS, edit_case
 
 from specperf.cli import BIGGER_IS_BETTER, SMALLER_IS_BETTER, main
+from tests.helpers import CASE_IDS, edit_case
 
 Capture = pytest.CaptureFixture[str]
 

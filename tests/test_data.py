@@ -21,8 +21,8 @@ from specperf.data import (
     load_records,
     parse_slice,
     render_prompt,
+    synth,
 )
-from specperf.data import synth
 from specperf.errors import ContextLengthError, DataError
 
 ORIGINAL_PUBMEDQA = (Path(__file__).resolve().parents[1].parent

@@ -9,7 +9,7 @@ import torch
 
 import specperf
 from specperf import ModelDrafter, PromptLookupDrafter
-from tests.conftest import EOS, PROMPTS, clone_weights, hf_greedy, tiny_gpt2, tiny_llama
+from tests.conftest import PROMPTS, clone_weights, hf_greedy, tiny_gpt2, tiny_llama
 
 N_NEW = 24
 
@@ -193,6 +193,13 @@ def test_prompt_past_the_context_window_is_refused(verifier):
 
 
 def test_eos_default_is_none(verifier):
-    # Without an EOS id the engine decodes exactly max_new_tokens, EOS token or not.
+    """Without an EOS id the engine decodes exactly max_new_tokens, through any token; given one, it stops at the
+    first time the verifier emits it. A token the verifier emits mid-output stands in for EOS here."""
     result = specperf.decode(verifier, PROMPTS[1], max_new_tokens=30)
-    assert result.new_tokens == 30 and EOS is not None
+    assert result.new_tokens == 30 and result.stop_reason == "length"
+    eos = result.tokens[10]
+    first = result.tokens.index(eos)
+    assert first < 29  # decoding went on past it
+    for drafter in (None, PromptLookupDrafter()):
+        stopped = specperf.decode(verifier, PROMPTS[1], drafter=drafter, k=4, max_new_tokens=30, eos_token_id=eos)
+        assert stopped.stop_reason == "eos" and stopped.tokens == result.tokens[: first + 1]

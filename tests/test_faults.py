@@ -15,8 +15,8 @@ from specperf.bench.suite import SuiteBench
 from specperf.config import parse_config
 from specperf.config.cases import build_cases
 from specperf.errors import ConfigError
-from tests.helpers import PERF_TESTS, SUITE
 from tests.conftest import PROMPTS, VOCAB, clone_weights
+from tests.helpers import PERF_TESTS, SUITE
 
 
 def test_unset_injects_nothing(monkeypatch):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import specperf
-from specperf.data import apply_slice, fit_prompts, load_records
 from specperf.bench.models import check_same_tokenizer, load_model, resolve_device
 from specperf.config import EMBEDDED_MODELS
+from specperf.data import apply_slice, fit_prompts, load_records
 from tests.conftest import tiny_gpt2
 
 FAMILY = [f"embedded:{name}" for name in EMBEDDED_MODELS]
@@ -20,7 +20,7 @@ def family() -> dict[str, specperf.bench.models.LoadedModel]:
 
 
 def test_embedded_family_loads_offline(family, monkeypatch):
-    for name, loaded in family.items():
+    for loaded in family.values():
         assert loaded.model.config.model_type == "gpt2"
         assert not loaded.model.training
         assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
@@ -53,8 +53,8 @@ def test_local_path_loads(tmp_path, family):
 
 
 def test_different_tokenizer_is_refused(tmp_path, family):
-    from transformers import GPT2TokenizerFast
     from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["a different corpus entirely"] * 20, vocab_size=300, special_tokens=["<|endoftext|>"],

@@ -7,17 +7,11 @@ from collections import Counter
 
 import pytest
 
+from specperf.analysis.contract import DraftInfo
 from specperf.bench import store
 from tests.helpers import PERF_TESTS, SUITE
 
-CONTRACT = (
-    "verifier draft k slice device dtype n_requests new_tokens latency_p50 latency_p95 throughput_p50 "
-    "throughput_p95 throughput_p5 ttft_p50 tpot_p50 speedup speedup_aggregate acceptance_mean acceptance_p50 "
-    "acceptance_p95 acceptance_aggregate agreement_mean agreement_p50 agreement_p95 mean_accepted_length "
-    "position_acceptance accept_counts exact_match_rate alpha cost_ratio expected_speedup efficiency "
-    "verifier_calls_per_token flops_per_token flop_speedup batch_size throughput_aggregate divergence_margins "
-    "near_tie_tolerance exact_or_near_tie_rate exact_match_gated injected_faults"
-).split()
+CONTRACT = sorted(DraftInfo.__required_keys__)  # every key a draft case writes (tests/test_contract.py)
 
 
 @pytest.fixture
@@ -160,3 +154,87 @@ def test_bad_batch_sizes_are_refused(suite, value):
     result = run(suite, "--collect-only", f"--specperf-batch={value}")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--specperf-batch*"])
+
+
+# --------------------------------------------------------------------------- sampling suites (issue 16, bug 1)
+
+SAMPLING_SUITE = SUITE.replace("generation:\n  max_new_tokens: 12",
+                               "generation:\n  max_new_tokens: 12\n  temperature: 0.8")
+NO_THRESHOLDS = SAMPLING_SUITE[:SAMPLING_SUITE.index("thresholds:")]  # only the default min_exact_match: 1.0
+
+
+@pytest.mark.parametrize("batch", ["1", "2"])
+def test_sampling_suites_do_not_gate_exactness(pytester, batch):
+    """Sampled output differs from the baseline's by design: the exact-match floor must not fail the case."""
+    pytester.makefile(".yaml", suite=NO_THRESHOLDS)
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
+    result = run(pytester, f"--specperf-batch={batch}", "--specperf-drafts=small,lookup", "--specperf-k=2",
+                 "--benchmark-json=out.json", "--specperf-report=rep")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*note: exact-match floor not applied: the suite samples (temperature > 0)*"])
+    infos = [b["extra_info"] for b in json.loads((pytester.path / "out.json").read_text())["benchmarks"]]
+    drafts = [info for info in infos if info["draft"] is not None]
+    assert drafts and all(info["exact_match_gated"] is None for info in drafts)
+    assert any(info["exact_match_rate"] < 1.0 for info in drafts)  # the outputs really differ from the baseline's
+    assert "exact-match floor not applied" in (pytester.path / "rep" / "report.md").read_text()
+    # Gated against a sampling run of its own, exactness (a random figure here) is not compared either.
+    again = run(pytester, f"--specperf-batch={batch}", "--specperf-drafts=small,lookup", "--specperf-k=2",
+                "--specperf-baseline=out.json", "--specperf-slice=0:2", "-p", "no:randomly")
+    again.assert_outcomes(passed=3)
+
+
+def test_sampling_still_gates_acceptance(pytester):
+    pytester.makefile(".yaml", suite=NO_THRESHOLDS + "thresholds:\n  default:\n    min_acceptance: 0.999\n")
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
+    result = run(pytester, "--specperf-drafts=lookup", "--specperf-k=2")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*lookup-k2-0:2: acceptance_aggregate regressed*min_acceptance = 0.999*"])
+
+
+# --------------------------------------------------------------------------- --benchmark-disable / -skip (bug 2)
+
+
+def test_benchmark_disable_runs_each_case_once_and_skips_timing_gates(suite):
+    """pytest-benchmark's smoke mode: every case decodes once, the deterministic gates apply, timing ones do not."""
+    suite.makefile(".yaml", thresholds="default:\n  min_speedup: 100.0\n")  # no case is 100x faster
+    result = run(suite, "--benchmark-disable", "--specperf-thresholds=thresholds.yaml",
+                 "--specperf-drafts=small,lookup", "--specperf-k=2")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*note: timing gates skipped: --benchmark-disable decoded each case once*",
+                                 "*small-k2-0:2*"])
+
+
+def test_benchmark_disable_still_fails_a_deterministic_gate(suite):
+    suite.makefile(".yaml", thresholds="drafts:\n  lookup:\n    min_acceptance: 0.999\n")
+    result = run(suite, "--benchmark-disable", "--specperf-thresholds=thresholds.yaml",
+                 "--specperf-drafts=small,lookup", "--specperf-k=2")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*lookup-k2-0:2: acceptance_aggregate regressed*"])
+
+
+def test_benchmark_disable_timed_run_still_fails_the_speedup_floor(suite):
+    """The same impossible floor fails a timed run: --benchmark-disable is what turns it off."""
+    suite.makefile(".yaml", thresholds="default:\n  min_speedup: 100.0\n")
+    result = run(suite, "--specperf-thresholds=thresholds.yaml", "--specperf-drafts=lookup", "--specperf-k=2")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*lookup-k2-0:2: speedup regressed*min_speedup = 100.0*"])
+
+
+def test_benchmark_skip_skips_every_case(suite):
+    result = run(suite, "--benchmark-skip")
+    result.assert_outcomes(skipped=7)
+    assert "performance per case" not in result.stdout.str()  # nothing ran, so no tables
+
+
+@pytest.mark.parametrize("path, words", [("missing.jsonl", "prompt file not found: missing.jsonl"),
+                                         ("a_dir", "a_dir is not a file")])
+def test_a_bad_dataset_path_is_a_usage_error_at_start(pytester, path, words):
+    """Reported when pytest starts (exit code 4, one line), not as a traceback inside the first case."""
+    (pytester.path / "a_dir").mkdir()
+    suite = SUITE.replace("  source: embedded\n", f"  source: file\n  path: {path}\n")
+    pytester.makefile(".yaml", suite=suite)
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*specperf: dataset.path: {words}*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import CASE_IDS, load_cases
 
 from specperf.errors import ConfigError
 from specperf.output.report import PLOTS, load_bench_json, report_from_json, write_report, write_summary
+from tests.helpers import CASE_IDS, load_cases
 
 # CSV/markdown column -> (extra_info key, markdown rounding tolerance). None: the baseline's speedup, 1.0.
 PERFORMANCE = {"latency p50 (s/tok)": ("latency_p50", 5e-6), "latency p95 (s/tok)": ("latency_p95", 5e-6),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
@@ -118,3 +120,86 @@ def test_sampling_verdict_accepts_when_draft_equals_verifier():
         draft = torch.multinomial(q, 1, generator=generator).squeeze(-1)
         verdict = verify.verify_sampling(logits, draft, q, 1.0, generator)
         assert verdict.n_accepted == 3  # p(x) / q(x) == 1 is always accepted
+
+
+# --------------------------------------------------------------------------- the embedded family, two samples
+
+EMBEDDED_SAMPLES = 1200  # per side; batch decoding keeps this affordable on a 2-core CPU
+EMBEDDED_BATCH = 60
+EMBEDDED_TOKENS = 4
+EMBEDDED_PROMPT = 24  # prompt tokens
+
+
+def _homogeneity(a: Counter[Any], b: Counter[Any]) -> tuple[float, int]:
+    """Pearson's two-sample chi-square statistic over the union of categories (equal sample sizes), categories
+    expected below 5 per sample pooled into one. Returns (statistic, degrees of freedom)."""
+    pooled: Counter[Any] = Counter()
+    cells = []
+    for key in set(a) | set(b):
+        if (a[key] + b[key]) / 2 < 5:
+            pooled["a"] += a[key]
+            pooled["b"] += b[key]
+        else:
+            cells.append((a[key], b[key]))
+    if pooled["a"] + pooled["b"]:
+        cells.append((pooled["a"], pooled["b"]))
+    stat = sum((x - (x + y) / 2) ** 2 / ((x + y) / 2) * 2 for x, y in cells)
+    return stat, len(cells) - 1
+
+
+def _embedded_samples(verifier, prompt: list[int], drafter, seed0: int) -> list[list[int]]:
+    samples: list[list[int]] = []
+    for i in range(EMBEDDED_SAMPLES // EMBEDDED_BATCH):
+        rows = specperf.decode_batch(verifier, [prompt] * EMBEDDED_BATCH, drafter=drafter, k=2,
+                                     max_new_tokens=EMBEDDED_TOKENS, temperature=1.0, seed=seed0 + i)
+        samples += [r.tokens for r in rows]
+    return samples
+
+
+@pytest.fixture(scope="module")
+def embedded_setup():
+    """The embedded verifier, draft-small, the question's start as a prompt, and the verifier-only sample."""
+    from specperf.bench.models import load_model
+    from specperf.data import apply_slice, fit_prompts, load_records
+
+    verifier = load_model("embedded:verifier", device="cpu")
+    draft = load_model("embedded:draft-small", device="cpu")
+    records = apply_slice(load_records("embedded"), "0:1")
+    fitted = fit_prompts(records, verifier.tokenizer, max_context=512, max_new_tokens=EMBEDDED_TOKENS)
+    prompt = fitted.prompt_ids[0][:EMBEDDED_PROMPT]  # the question's start: a full abstract only costs prefill time
+    return verifier.model, draft.model, prompt, _embedded_samples(verifier.model, prompt, None, seed0=0)
+
+
+def _differences(plain: list[list[int]], spec: list[list[int]]) -> list[str]:
+    """The statistics that reject equal distributions: per position, and tokens 2-3 jointly."""
+    found = []
+    tests = [(f"token {i}", lambda s, i=i: s[i]) for i in range(EMBEDDED_TOKENS)]
+    tests.append(("tokens 2-3", lambda s: (s[1], s[2])))
+    for name, key in tests:
+        stat, df = _homogeneity(Counter(map(key, plain)), Counter(map(key, spec)))
+        if df > 0 and stat >= _critical(df):
+            found.append(f"{name}: chi-square {stat:.1f} over {df} df")
+    return found
+
+
+def test_embedded_speculative_sampling_is_the_verifiers_distribution(embedded_setup):
+    """Verifier-only and speculative sampling (draft-small, k=2, T=1, batch decoding) give the same distribution of
+    the first four tokens, per position and jointly for tokens 2-3. Disjoint seeds: shared ones would couple the two
+    samples and make the test meaningless."""
+    verifier, draft, prompt, plain = embedded_setup
+    spec = _embedded_samples(verifier, prompt, ModelDrafter(draft), seed0=100_000)
+    assert not _differences(plain, spec)
+
+
+def test_the_embedded_two_sample_test_has_power(embedded_setup, monkeypatch):
+    """Accepting every draft token samples draft-small's distribution; the same test must reject it."""
+    from specperf.engine import batch as batch_module
+
+    verifier, draft, prompt, plain = embedded_setup
+    real = batch_module._rejection_sample
+
+    def accept_all(logits, proposal, temperature, generator, in_block):
+        return in_block, real(logits, proposal, temperature, generator, in_block)[1]
+
+    monkeypatch.setattr(batch_module, "_rejection_sample", accept_all)
+    assert _differences(plain, _embedded_samples(verifier, prompt, ModelDrafter(draft), seed0=100_000))

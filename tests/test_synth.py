@@ -9,8 +9,7 @@ import statistics
 
 import pytest
 
-from specperf.data import DEFAULT_TEMPLATE
-from specperf.data import synth
+from specperf.data import DEFAULT_TEMPLATE, synth
 from specperf.errors import DataError
 
 SENTENCE_END = re.compile(r"[.?!](?=\s|$)")

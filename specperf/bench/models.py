@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from specperf.config.schema import DEVICE_PATTERN, DTYPES, EMBEDDED_MODELS, EMBEDDED_PREFIX
 from specperf.embedded import TOKENIZER_DIR, WEIGHTS_DIR
@@ -14,7 +15,8 @@ from specperf.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {name: getattr(torch, name) for name in DTYPES}  # the config's dtype names, as torch dtypes
+# The config's dtype names, as torch dtypes.
+TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in DTYPES}
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class LoadedModel:
 
     name: str
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     device: torch.device
     dtype: torch.dtype
     n_params: int
@@ -76,15 +78,16 @@ def _unavailable(name: str, exc: Exception) -> ModelError:
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
     where = "offline mode (HF_HUB_OFFLINE=1) is on" if offline else "the hub could not be reached or has no such model"
+    family = ", ".join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS)
     return ModelError(
         f"model {name!r} is not available: it is not a local folder, not in the Hugging Face cache ({cache}), "
         f"and {where}. Fix: download it once with network access (or unset HF_HUB_OFFLINE), point HF_HOME at a "
-        f"cache that holds it, pass a local path, or use the embedded family ({', '.join(EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS)}). "
+        f"cache that holds it, pass a local path, or use the embedded family ({family}). "
         f"[{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}]"
     )
 
 
-def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> object:
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer that belongs to model ``name``."""
     from transformers import AutoTokenizer
 
@@ -109,7 +112,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "float32",
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _unavailable(name, exc) from None
-    model = model.to(torch_device).eval()
+    model = model.to(torch_device).eval()  # type: ignore[arg-type]  # transformers types .to() for its own dtypes only
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     n_params = sum(p.numel() for p in model.parameters())
     return LoadedModel(name, model, tokenizer, torch_device, torch_dtype, n_params)

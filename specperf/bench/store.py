@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
 from specperf.bench.models import LoadedModel, check_same_tokenizer, load_model, resolve_device
 from specperf.config import SuiteConfig
 from specperf.data import apply_slice, fit_prompts, load_records
+from specperf.data.fit import Tokenizer
 from specperf.engine.forward import context_window
 
 DEFAULT_CONTEXT = 1024  # GPT-2's window, for a model whose config states none
@@ -53,7 +55,9 @@ class ModelStore:
             records = apply_slice(load_records(ds.source, path=ds.path, hf_config=ds.hf_config, split=ds.split,
                                                template=ds.template), slice_name)
             window = context_window(self.verifier.model) or DEFAULT_CONTEXT
-            fit = fit_prompts(records, self.verifier.tokenizer, max_context=window,
+            # An HF tokenizer's decode of a flat id list returns str, as the protocol says.
+            tokenizer = cast(Tokenizer, self.verifier.tokenizer)
+            fit = fit_prompts(records, tokenizer, max_context=window,
                               max_new_tokens=self.config.generation.max_new_tokens, template=ds.template,
                               policy=ds.context_policy)
             self._prompts[slice_name] = PromptSet(slice_name, fit.prompt_ids, [r.id for r in records],
@@ -62,5 +66,5 @@ class ModelStore:
 
     def eos(self) -> int | None:
         """The EOS id requests stop at, or None when the suite decodes to max_new_tokens."""
-        eos: int | None = self.verifier.tokenizer.eos_token_id  # type: ignore[attr-defined]
+        eos: int | None = self.verifier.tokenizer.eos_token_id
         return eos if self.config.generation.stop_at_eos else None

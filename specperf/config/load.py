@@ -16,10 +16,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from specperf.config.checks import _as_list, _At, _bool, _choice, _int, _int_tuple, _mapping, _required
-from specperf.config.schema import (DEFAULT_CONFIG_PATH, DTYPES, MAX_BATCH_SIZE, MAX_THREADS, SUITE_DEFAULTS, TOP_KEYS,
-                                    SuiteConfig)
-from specperf.config.sections import (_device, _model_name, _parse_dataset, _parse_drafts, _parse_generation, _parse_k,
-                                      _parse_slices, _parse_timing, _select_drafts)
+from specperf.config.schema import (
+    DEFAULT_CONFIG_PATH,
+    DTYPES,
+    MAX_BATCH_SIZE,
+    MAX_THREADS,
+    SUITE_DEFAULTS,
+    TOP_KEYS,
+    SuiteConfig,
+)
+from specperf.config.sections import (
+    _device,
+    _model_name,
+    _parse_dataset,
+    _parse_drafts,
+    _parse_generation,
+    _parse_k,
+    _parse_slices,
+    _parse_timing,
+    _select_drafts,
+)
 from specperf.config.thresholds import _parse_thresholds
 from specperf.config.yaml_io import read_yaml
 from specperf.errors import ConfigError

@@ -8,13 +8,46 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from specperf.config.checks import (_as_list, _At, _bool, _choice, _float, _int, _int_tuple, _mapping, _required,
-                                    _show, _str, _suggest)
-from specperf.config.schema import (DATASET_DEFAULTS, DATASET_KEYS, DEVICE_PATTERN, DRAFT_DEFAULTS, DRAFT_KEYS,
-                                    DRAFT_NAME_PATTERN, DRAFTERS, EMBEDDED_MODELS, EMBEDDED_PREFIX, ENGINES,
-                                    GENERATION_DEFAULTS, GENERATION_KEYS, MAX_K, MAX_NEW_TOKENS, MAX_NGRAM, MAX_ROUNDS,
-                                    MAX_SEED, MAX_WARMUP_ROUNDS, TIMING_DEFAULTS, TIMING_KEYS, DatasetSpec, DraftSpec,
-                                    GenerationSpec, TimingSpec)
+from specperf.config.checks import (
+    _as_list,
+    _At,
+    _bool,
+    _choice,
+    _float,
+    _int,
+    _int_tuple,
+    _mapping,
+    _required,
+    _show,
+    _str,
+    _suggest,
+)
+from specperf.config.schema import (
+    DATASET_DEFAULTS,
+    DATASET_KEYS,
+    DEVICE_PATTERN,
+    DRAFT_DEFAULTS,
+    DRAFT_KEYS,
+    DRAFT_NAME_PATTERN,
+    DRAFTERS,
+    EMBEDDED_MODELS,
+    EMBEDDED_PREFIX,
+    ENGINES,
+    GENERATION_DEFAULTS,
+    GENERATION_KEYS,
+    MAX_K,
+    MAX_NEW_TOKENS,
+    MAX_NGRAM,
+    MAX_ROUNDS,
+    MAX_SEED,
+    MAX_WARMUP_ROUNDS,
+    TIMING_DEFAULTS,
+    TIMING_KEYS,
+    DatasetSpec,
+    DraftSpec,
+    GenerationSpec,
+    TimingSpec,
+)
 from specperf.data.fit import POLICIES
 from specperf.data.records import DEFAULT_TEMPLATE, render_prompt
 from specperf.data.slices import parse_slice
@@ -165,7 +198,8 @@ def _parse_dataset(value: object, at: _At) -> DatasetSpec:
 def _parse_generation(value: object, at: _At) -> GenerationSpec:
     data = _mapping(value, at, GENERATION_KEYS)
     return GenerationSpec(
-        max_new_tokens=_int(data.get("max_new_tokens", GENERATION_DEFAULTS["max_new_tokens"]), at.key("max_new_tokens"), 1, MAX_NEW_TOKENS),
+        max_new_tokens=_int(data.get("max_new_tokens", GENERATION_DEFAULTS["max_new_tokens"]),
+                            at.key("max_new_tokens"), 1, MAX_NEW_TOKENS),
         temperature=_float(data.get("temperature", GENERATION_DEFAULTS["temperature"]), at.key("temperature"), 0.0),
         seed=_int(data.get("seed", GENERATION_DEFAULTS["seed"]), at.key("seed"), 0, MAX_SEED),
         stop_at_eos=_bool(data.get("stop_at_eos", GENERATION_DEFAULTS["stop_at_eos"]), at.key("stop_at_eos")),
@@ -176,7 +210,8 @@ def _parse_timing(value: object, at: _At) -> TimingSpec:
     data = _mapping(value, at, TIMING_KEYS)
     return TimingSpec(
         rounds=_int(data.get("rounds", TIMING_DEFAULTS["rounds"]), at.key("rounds"), 1, MAX_ROUNDS),
-        warmup_rounds=_int(data.get("warmup_rounds", TIMING_DEFAULTS["warmup_rounds"]), at.key("warmup_rounds"), 0, MAX_WARMUP_ROUNDS),
+        warmup_rounds=_int(data.get("warmup_rounds", TIMING_DEFAULTS["warmup_rounds"]), at.key("warmup_rounds"), 0,
+                           MAX_WARMUP_ROUNDS),
     )
 
 

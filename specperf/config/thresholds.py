@@ -13,7 +13,6 @@ from specperf.config.schema import Floors, SuiteConfig, Thresholds, TimingGate, 
 from specperf.config.yaml_io import read_yaml
 from specperf.errors import ConfigError
 
-
 # (lo, hi) per key: closed ranges; None = unbounded.
 _FLOOR_RANGES: dict[str, tuple[float | None, float | None]] = {
     "min_speedup": (0.0, None), "min_flop_speedup": (0.0, None),
@@ -28,10 +27,11 @@ TIMING_GATE_KEYS = tuple(f.name for f in dataclasses.fields(TimingGate))
 
 
 # A per-draft entry overrides only the floors it names, so its unnamed floors are None, not Floors' defaults.
+DEFAULT_FLOORS = Floors()
 NO_FLOORS = Floors(**{f.name: None for f in dataclasses.fields(Floors)})
 
 
-def _parse_floors(value: object, at: _At, unset: Floors = Floors()) -> Floors:
+def _parse_floors(value: object, at: _At, unset: Floors = DEFAULT_FLOORS) -> Floors:
     data = _mapping(value, at, tuple(_FLOOR_RANGES))
     values = {key: None if item is None else _float(item, at.key(key), *_FLOOR_RANGES[key])
               for key, item in data.items()}
@@ -141,7 +141,7 @@ def _set_values(thresholds: Thresholds) -> dict[str, Any]:
             "timing": _changed(thresholds.timing, TimingGate())}
 
 
-def merge_thresholds(base: Thresholds, override: Thresholds | Mapping[str, Any] | None, *,
+def merge_thresholds(base: Thresholds, override: object, *,
                      source: str = "<thresholds>", draft_names: Sequence[str] | None = None) -> Thresholds:
     """``base`` with ``override`` applied key by key (per section, per draft, per floor).
 

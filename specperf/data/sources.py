@@ -196,7 +196,7 @@ def _read_table(file: Path) -> list[dict[str, Any]]:
     except Exception as exc:  # pandas/pyarrow raise many unrelated types for bad files
         raise DataError(f"cannot read {file} ({type(exc).__name__}: {exc}); check that it is a "
                         f"valid {file.suffix} file") from exc
-    return frame.to_dict("records")
+    return [{str(key): value for key, value in row.items()} for row in frame.to_dict("records")]
 
 
 def _load_file(file: Path) -> list[Row]:

@@ -24,8 +24,18 @@ import random
 from dataclasses import dataclass
 
 from specperf.data.records import DEFAULT_TEMPLATE, render_prompt
-from specperf.data.synth_words import (COMPARATORS, CONDITIONS, COUNTRIES, COVARIATES, DESIGNS, INTERVENTIONS, OUTCOMES,
-                                       POPULATIONS, SETTINGS, TIMEPOINTS)
+from specperf.data.synth_words import (
+    COMPARATORS,
+    CONDITIONS,
+    COUNTRIES,
+    COVARIATES,
+    DESIGNS,
+    INTERVENTIONS,
+    OUTCOMES,
+    POPULATIONS,
+    SETTINGS,
+    TIMEPOINTS,
+)
 from specperf.errors import DataError
 
 EVAL_ROWS = 256

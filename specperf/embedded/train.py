@@ -209,8 +209,8 @@ def distill_drafts(teacher: GPT2LMHeadModel, drafts: dict[str, GPT2LMHeadModel],
         with torch.no_grad():
             teacher_logits = teacher(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
         for name, model in drafts.items():
-            for group in opts[name].param_groups:
-                group["lr"] = lr_at(step, recipe.draft_steps, recipe.draft_lr, recipe.warmup_steps)
+            for param_group in opts[name].param_groups:
+                param_group["lr"] = lr_at(step, recipe.draft_steps, recipe.draft_lr, recipe.warmup_steps)
             logits = model(input_ids=ids, attention_mask=mask).logits  # (B, L, V)
             loss = recipe.kd_weight * kd_loss(logits, teacher_logits, focus) + (1 - recipe.kd_weight) * lm_loss(
                 logits, ids, mask)
@@ -259,7 +259,8 @@ def _corpus(recipe: Recipe, tokenizer: GPT2TokenizerFast | None) -> Corpus:
 
 
 def _summary(model: GPT2LMHeadModel, losses: list[float], val: list[list[int]], pad_id: int) -> dict[str, float]:
-    return {"parameters": sum(p.numel() for p in model.parameters()), "val_loss": round(val_loss(model, val, pad_id), 4),
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "val_loss": round(val_loss(model, val, pad_id), 4),
             "final_train_loss": round(sum(losses[-25:]) / 25, 4)}
 
 

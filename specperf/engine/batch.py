@@ -24,12 +24,13 @@ from specperf.engine.batch_draft import BatchModelDraft, BatchProposal, PerRowDr
 from specperf.engine.decode import validate
 from specperf.engine.drafters.base import Drafter
 from specperf.engine.drafters.model import ModelDrafter
-from specperf.engine.result import StepCounters
 from specperf.engine.forward import model_device
+from specperf.engine.result import StepCounters
 from specperf.engine.sampling import choose, make_generator, sample, to_probs
 from specperf.engine.timing import Clock
 from specperf.errors import ConfigError
 from specperf.records import DecodeResult
+
 
 def verify_batch(logits: torch.Tensor, proposal: BatchProposal, temperature: float,
                  generator: torch.Generator) -> tuple[list[int], list[list[int]]]:
@@ -216,6 +217,7 @@ def _speculative_step(verifier: torch.nn.Module, state: BatchState, draft: Batch
                                            proposal.fed or [0] * len(active)):
         if eos is not None and eos in tokens:
             tokens = tokens[: tokens.index(eos) + 1]
+        assert row.counters is not None  # a speculative batch gives every row its counters
         row.counters.record(length, min(n, len(tokens)))
         row.verifier_calls += 1
         row.verifier_tokens += length + 1

@@ -48,7 +48,7 @@ class BatchState:
         self._reserve(self.length + width)
         self.mask[:, self.length : self.length + width] = torch.tensor(valid, dtype=torch.long).to(self.device)
         self.length += width
-        kwargs = {_cache_keyword(type(self.model)): self.cache}
+        kwargs = {_cache_keyword(type(self.model)): self.cache}  # type: ignore[arg-type]  # classes hash by identity
         out = self.model(
             input_ids=tokens,  # (B, w)
             attention_mask=self.mask[:, : self.length],  # (B, L)

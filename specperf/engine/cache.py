@@ -35,9 +35,11 @@ class GrowableLayer(DynamicLayer):
             v_buf[..., : self._len, :].copy_(self._v_buf[..., : self._len, :])
         self._k_buf, self._v_buf = k_buf, v_buf
 
-    def _publish(self) -> None:
-        self.keys = self._k_buf[..., : self._len, :]  # (B, H, len, D) view
-        self.values = self._v_buf[..., : self._len, :]
+    def _publish(self) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = self._k_buf[..., : self._len, :]  # (B, H, len, D) view
+        values = self._v_buf[..., : self._len, :]
+        self.keys, self.values = keys, values
+        return keys, values
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
@@ -49,8 +51,7 @@ class GrowableLayer(DynamicLayer):
         self._k_buf[..., self._len : end, :].copy_(key_states)
         self._v_buf[..., self._len : end, :].copy_(value_states)
         self._len = end
-        self._publish()
-        return self.keys, self.values
+        return self._publish()
 
     def get_seq_length(self) -> int:
         return self._len if self.is_initialized else 0

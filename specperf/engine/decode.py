@@ -7,18 +7,17 @@ from dataclasses import dataclass
 
 import torch
 
+from specperf.config.schema import MAX_K
 from specperf.engine.cache import RollbackCache, rollback
+from specperf.engine.drafters.base import Drafter, Proposal
+from specperf.engine.drafters.model import ModelDrafter
 from specperf.engine.forward import context_window, forward, model_device, new_cache, vocab_size
 from specperf.engine.result import StepCounters
-from specperf.records import DecodeResult
 from specperf.engine.sampling import choose, make_generator
 from specperf.engine.timing import Clock
 from specperf.engine.verify import Verdict, verify_greedy, verify_sampling
-from specperf.engine.drafters.base import Drafter, Proposal
-from specperf.engine.drafters.model import ModelDrafter
-from specperf.config.schema import MAX_K
 from specperf.errors import ConfigError, ContextLengthError, ModelError
-
+from specperf.records import DecodeResult
 
 
 @dataclass
@@ -83,7 +82,8 @@ def validate(
     if draft_vocab is not None and draft_vocab != verifier_vocab:
         raise ModelError(
             f"draft '{drafter.describe()}' has a vocabulary of {draft_vocab} tokens but the verifier has "
-            f"{verifier_vocab}; speculative decoding needs one shared tokenizer: pick a draft from the verifier's family"
+            f"{verifier_vocab}; speculative decoding needs one shared tokenizer: pick a draft from the verifier's "
+            "family"
         )
 
 

@@ -10,7 +10,7 @@ import torch
 from specperf.engine.cache import RollbackCache
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_keyword(model_class: type) -> str:
     # transformers 5 renamed `past_key_values` to `cache`; some model classes may still only take the old name.
     params = inspect.signature(model_class.forward).parameters
@@ -33,7 +33,7 @@ def forward(
     Keeping only the logits that are used skips the vocabulary projection of every prompt position at prefill.
     Returns (B, logits_to_keep, V).
     """
-    kwargs = {_cache_keyword(type(model)): cache}
+    kwargs = {_cache_keyword(type(model)): cache}  # type: ignore[arg-type]  # classes hash by identity
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
     return out.logits  # (B, logits_to_keep, V)
 
@@ -43,7 +43,7 @@ def vocab_size(model: torch.nn.Module) -> int:
     head = model.get_output_embeddings()
     if head is not None and getattr(head, "weight", None) is not None:
         return int(head.weight.shape[0])
-    return int(model.config.vocab_size)
+    return int(model.config.vocab_size)  # type: ignore[arg-type]  # a PretrainedConfig int
 
 
 def context_window(model: torch.nn.Module) -> int | None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers.generation.streamers import BaseStreamer
 
 from specperf.engine.decode import as_prompt_tensor, validate
-from specperf.engine.forward import model_device
-from specperf.records import DecodeResult
-from specperf.engine.timing import Clock
 from specperf.engine.drafters.model import ModelDrafter
+from specperf.engine.forward import model_device
+from specperf.engine.timing import Clock
+from specperf.records import DecodeResult
 
 
 class _StepStreamer(BaseStreamer):
@@ -61,7 +62,7 @@ def _fixed_block(draft_model: torch.nn.Module, k: int) -> Iterator[None]:
         draft_model.generation_config = saved
 
 
-def _generation_kwargs(max_new_tokens: int, temperature: float, eos_token_id: int | None) -> dict:
+def _generation_kwargs(max_new_tokens: int, temperature: float, eos_token_id: int | None) -> dict[str, Any]:
     kwargs: dict[str, object] = {
         "max_new_tokens": max_new_tokens,
         "min_new_tokens": 0,

@@ -298,7 +298,7 @@ def plot_speedup_vs_batch(cases: Cases) -> Figure | str:
         return "the run has one batch size (set batch_size: [1, 4, 8] or --specperf-batch=1,4,8)"
     fig, ax = _batch_axes(lines, "speedup vs same-batch baseline (x)")
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="verifier-only (1.0x)")
-    for name, points in lines.items():
+    for points in lines.values():
         losing = [b for b, v in points if v < 1.0]
         if losing:
             ax.annotate(f"below 1x from batch {int(min(losing))}", (min(losing), 1.0), textcoords="offset points",

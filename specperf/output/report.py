@@ -22,8 +22,16 @@ from specperf.errors import ConfigError
 from specperf.output.benchfile import load_bench_json
 from specperf.output.files import atomic_write
 from specperf.output.plots import PLOTS, Cases, draft_cases, run_context, write_plots
-from specperf.output.tables import (ACCEPTANCE_COLUMNS, PERFORMANCE_COLUMNS, THEORY_COLUMNS, Column, acceptance_table,
-                                    markdown_table, performance_table, table_rows)
+from specperf.output.tables import (
+    ACCEPTANCE_COLUMNS,
+    PERFORMANCE_COLUMNS,
+    THEORY_COLUMNS,
+    Column,
+    acceptance_table,
+    markdown_table,
+    performance_table,
+    table_rows,
+)
 
 __all__ = ["PLOTS", "load_bench_json", "report_from_json", "write_report", "write_summary"]
 
@@ -82,8 +90,8 @@ def _write_tables(cases: Cases, out_dir: Path) -> list[str]:
 
 
 def _machine_rows(machine_info: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), Mapping) else {}
-    extra = machine_info.get("specperf") if isinstance(machine_info.get("specperf"), Mapping) else {}
+    cpu: Mapping[str, Any] = machine_info["cpu"] if isinstance(machine_info.get("cpu"), Mapping) else {}
+    extra: Mapping[str, Any] = machine_info["specperf"] if isinstance(machine_info.get("specperf"), Mapping) else {}
     system = " ".join(str(machine_info[k]) for k in ("system", "release") if machine_info.get(k))
     return [("cpu", cpu.get("brand_raw")), ("system", system or None),
             ("python", machine_info.get("python_version")), ("specperf", extra.get("specperf")),

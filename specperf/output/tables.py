@@ -91,7 +91,10 @@ def _fmt(value: Any, spec: str) -> str:
 
 def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
     return [line(header), "| " + " | ".join("-" * w for w in widths) + " |", *map(line, rows)]
 
 
@@ -113,8 +116,3 @@ def performance_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def acceptance_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Per draft case: samples, draft acceptance mean/p50/p95, and the per-token agreement (alpha)."""
     return markdown_table(results, ACCEPTANCE_COLUMNS, drafts_only=True)
-
-
-def theory_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Per draft case: mean accepted length, Leviathan's expected speedup, efficiency, exact match, TTFT p50."""
-    return markdown_table(results, THEORY_COLUMNS, drafts_only=True)

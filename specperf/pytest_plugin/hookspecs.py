@@ -8,7 +8,8 @@ import pytest
 
 
 @pytest.hookspec
-def pytest_specperf_record(config: pytest.Config, case: Any, metrics: dict[str, Any], extra_info: dict[str, Any]) -> None:
+def pytest_specperf_record(config: pytest.Config, case: Any, metrics: dict[str, Any],
+                           extra_info: dict[str, Any]) -> None:
     """Called once per benchmark case with its audited metrics, after its timed rounds.
 
     ``case`` is a :class:`specperf.config.cases.Case` (``case.id`` is the stable benchmark id), ``metrics`` the dict

@@ -55,7 +55,7 @@ class Drafter(ABC):
     def propose(self, seq: list[int], pending: torch.Tensor, k: int) -> Proposal:
         """Draft up to ``k`` tokens after ``seq`` (host list; last element == ``pending``, a (1,) device tensor)."""
 
-    def rollback(self, n_valid: int) -> None:
+    def rollback(self, n_valid: int) -> None:  # noqa: B027 (optional: stateless drafters keep the no-op)
         """Only the first ``n_valid`` positions of the sequence are confirmed; forget any state beyond them."""
 
     def vocab_size(self) -> int | None:

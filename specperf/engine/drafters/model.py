@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from specperf.engine.cache import RollbackCache, rollback
+from specperf.engine.drafters.base import Drafter, Proposal
 from specperf.engine.forward import forward, new_cache, vocab_size
 from specperf.engine.sampling import choose
-from specperf.engine.drafters.base import Drafter, Proposal
 
 
 class ModelDrafter(Drafter):
@@ -51,7 +51,7 @@ class ModelDrafter(Drafter):
         fed = step_input.shape[1] + k - 1
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
-        for i in range(k):
+        for _ in range(k):
             logits = forward(self.model, step_input, self._cache, 1)[:, -1]  # (1, V)
             token, q = choose(logits, self._temperature, self._generator)  # (1,), (1, V) | None
             tokens.append(token)
