@@ -238,3 +238,37 @@ def test_a_bad_dataset_path_is_a_usage_error_at_start(pytester, path, words):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*specperf: dataset.path: {words}*"])
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+# --------------------------------------------------------------------------- host-tool modes users rely on
+
+
+def test_k_selects_cases(suite):
+    result = run(suite, "-k", "lookup and k2", "--benchmark-disable", "-v")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_speculative[[]lookup-k2-0:2[]] PASSED*"])
+
+
+def test_x_stops_at_the_first_failing_case(suite):
+    suite.makefile(".yaml", thresholds="default:\n  min_acceptance: 0.999\n")  # every draft case fails
+    result = run(suite, "-x", "--benchmark-disable", "--specperf-thresholds=thresholds.yaml")
+    result.assert_outcomes(passed=1, failed=1)  # the baseline, then the first draft case
+
+
+def test_no_specperf_unloads_the_plugin(suite):
+    result = suite.runpytest_inprocess("-p", "no:specperf", "--collect-only", "-q")
+    assert "--specperf-config" not in suite.runpytest_inprocess("-p", "no:specperf", "--help").stdout.str()
+    result.stdout.fnmatch_lines(["*test_perf.py::test_baseline*"])  # collected, unparametrized, nothing loaded
+
+
+def test_autosave_then_compare(suite):
+    """pytest-benchmark's own saved runs and --benchmark-compare work with specperf's cases."""
+    narrow = ("--specperf-drafts=lookup", "--specperf-k=2", "--benchmark-storage=file://store")
+    run(suite, *narrow, "--benchmark-autosave").assert_outcomes(passed=2)
+    saved = list((suite.path / "store").rglob("0001_*.json"))
+    assert len(saved) == 1 and "lookup-k2-0:2" in saved[0].read_text()
+    result = run(suite, *narrow, "--benchmark-compare=0001")
+    result.assert_outcomes(passed=2)
+    result.stderr.fnmatch_lines(["*Comparing against benchmarks from*0001_*"])
+    result.stdout.fnmatch_lines(["*lookup-k2-0:2[]] (0001_*", "*lookup-k2-0:2[]] (NOW)*"])  # pytest-benchmark's table
+    assert "machine_info is different" not in result.stdout.str() + result.stderr.str()
