@@ -1,268 +1,298 @@
-"""Gate quality: do specperf's gates stay quiet on unchanged code and catch injected regressions?
+"""Gate quality of the whole default suite: false alarms on unchanged code and detections of injected regressions,
+per case, for the run-level timing gate (now) and the round-level Mann-Whitney gate it replaced (before).
 
-    python perf/gate_quality.py --out outputs/gate-quality            # 1 reference + 4 scenarios x 10 runs
-    python perf/gate_quality.py --runs 3 --rounds 6 --out /tmp/gq     # a quick look
-    python perf/gate_quality.py --analyze outputs/gate-quality        # tables again from saved runs, no decoding
+    python perf/gate_quality.py --out outputs/gate-quality          # 1 reference + 10 clean + 2x2 injected runs
+    python perf/gate_quality.py --analyze outputs/gate-quality      # the tables again from saved runs, no decoding
 
-Each run is a whole `pytest perf/` process (fresh interpreter, models loaded again), so run-to-run drift is in the
-measurement. First a reference run of unchanged code (the baseline JSON); then, interleaved so machine drift hits
-every scenario alike, `--runs` runs of each scenario:
+Each run is a whole default `pytest perf/` process (fresh interpreter, models loaded again), so run-to-run drift is
+in the measurement: a reference run, then `--runs` clean runs of unchanged code with `--injected` runs of each
+injected regression spread among them (perf/inject_faults.py, loaded with -p inject_faults): the speculative path
+15% slower (slow-spec: a real sleep) and every 20th draft proposal corrupted (corrupt). Every run's JSON is saved
+under runs/; --analyze recomputes every table from them:
 
-- clean: unchanged code; every gate failure is a false alarm;
-- corrupt: every 20th draft proposal corrupted (acceptance about 4-5 points lower): the deterministic gates;
-- slow-spec: the speculative path 15% slower (sleep proportional to each request's time): the timing gate;
-- fast-baseline: the verifier-only baseline 15% faster (simulated at its clock): the timing gate.
-
-The injections are inject_faults (environment variable SPECPERF_INJECT). Every run is gated against the reference
-with specperf.analysis.gates.evaluate, the function `--specperf-baseline` uses, under the suite's thresholds. Then
-the clean
-runs answer two more questions without more decoding, by scaling their per-round speedups by 1/(1+s): the smallest
-slowdown s the timing gate catches in every run, and how that depends on min_effect and on the number of rounds
-(the first R rounds of each run). Writes runs/*.json and gate-quality.md under --out.
+- noise: per case, how much the run medians of per-round speedups scatter, against the rounds inside one run;
+- false alarms: each clean run against the reference, every ordered pair of the 11 unchanged runs (one baseline
+  file each), and each run against the other 10 as a multi-run baseline;
+- power: clean runs scaled as if the speculative path were s slower (per-round speedups / (1 + s)): the smallest s
+  caught in every run with no false alarm, against one baseline run and against ten;
+- the real injected runs, gated against the reference and against the clean runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import os
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from specperf.analysis import gates  # noqa: E402
-from specperf.config import DEFAULT_CONFIG_PATH, Thresholds, TimingGate, load_config  # noqa: E402
+from specperf.analysis.stats import mann_whitney_u  # noqa: E402
+from specperf.config import Thresholds, TimingGate, load_config  # noqa: E402
 from specperf.output.benchfile import load_bench_json  # noqa: E402
 
 log = logging.getLogger("gate_quality")
 
-SCENARIOS = {  # name -> SPECPERF_INJECT value
-    "clean": "",
-    "corrupt": "corrupt_every=20",
-    "slow-spec": "spec_slowdown=0.15",
-    "fast-baseline": "baseline_speedup=0.15",
-}
-SLOWDOWNS = (0.05, 0.08, 0.10, 0.12, 0.15, 0.20, 0.25, 0.30)
-MIN_EFFECTS = (0.03, 0.05, 0.08, 0.10, 0.12, 0.15, 0.20, 0.25)
+INJECTIONS = {"slow-spec": "spec_slowdown=0.15", "corrupt": "corrupt_every=20"}
+MAX_SLOWDOWN_PCT = 60
+Case = dict[str, Any]
+Run = dict[str, Case]  # case id -> extra_info of one run's draft cases
+Rule = Callable[[Sequence[float], Sequence[Sequence[float]], int], bool]  # (new rounds, baseline runs, n cases)
 
 
-@dataclass(frozen=True)
-class Setup:
-    draft: str
-    k: int
-    slice: str
-    rounds: int
-    max_new_tokens: int
-    threads: int | None = None  # torch CPU threads (None: the suite's)
+# =========================================================================== collecting runs
 
 
-def write_suite(setup: Setup, path: Path) -> None:
-    """The default suite narrowed to one draft case, with this study's rounds and lengths."""
-    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    data["drafts"] = [d for d in data["drafts"] if d["name"] == setup.draft]
-    if not data["drafts"]:
-        raise SystemExit(f"no draft named {setup.draft!r} in {DEFAULT_CONFIG_PATH}")
-    data.update(k=[setup.k])
-    data["dataset"]["slices"] = [setup.slice]
-    data["generation"]["max_new_tokens"] = setup.max_new_tokens
-    data["timing"]["rounds"] = setup.rounds
-    if setup.threads is not None:
-        data["threads"] = setup.threads
-    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-
-
-def run_suite(suite: Path, out: Path, inject: str) -> float:
-    """One whole `pytest perf/` process writing --benchmark-json=out; returns its wall seconds."""
+def run_suite(out: Path, inject: str) -> float:
+    """One whole default `pytest perf/` process writing --benchmark-json=out; returns its wall seconds."""
     perf_path = os.pathsep.join(filter(None, [str(ROOT / "perf"), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "SPECPERF_INJECT": inject, "PYTHONPATH": perf_path}
-    cmd = [sys.executable, "-m", "pytest", "perf/test_speculative.py::test_speculative", "-q", "-p", "no:cacheprovider",
-           "-p", "inject_faults",
-           "--benchmark-disable-gc", f"--specperf-config={suite}",
-           f"--benchmark-json={out}"]
+    cmd = [sys.executable, "-m", "pytest", "perf/", "-q", "-p", "no:cacheprovider", "-p", "inject_faults",
+           "-p", "no:randomly", "--benchmark-disable-gc", f"--benchmark-json={out}"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0 or not out.is_file():
+    if not out.is_file():  # an injected regression may fail floors (exit 1); a run without a JSON is broken
         raise SystemExit(f"run failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
-def collect(setup: Setup, runs: int, out: Path, scenarios: list[str]) -> None:
-    """The reference run, then `runs` rounds of every scenario, interleaved."""
+def schedule(runs: int, injected: int) -> list[tuple[str, int]]:
+    """The reference, then the clean runs with the injected ones spread among them (drift hits all alike)."""
+    extra = [(name, i) for i in range(injected) for name in INJECTIONS]
+    step = max(1, runs // max(1, len(extra)))
+    jobs = [("reference", 0)]
+    for i in range(runs):
+        jobs.append(("clean", i))
+        if extra and (i + 1) % step == 0:
+            jobs.append(extra.pop(0))
+    return jobs + extra
+
+
+def collect(out: Path, runs: int, injected: int) -> None:
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    suite = out / "suite.yaml"
-    write_suite(setup, suite)
-    (out / "setup.json").write_text(json.dumps(setup.__dict__, indent=2), encoding="utf-8")
-    jobs = [("reference", 0)] + [(name, i) for i in range(runs) for name in scenarios]
+    jobs = schedule(runs, injected)
     for n, (name, i) in enumerate(jobs, 1):
         path = out / "runs" / f"{name}-{i:02d}.json"
-        if path.is_file():
-            continue
-        seconds = run_suite(suite, path, SCENARIOS.get(name, ""))
-        log.info("[%d/%d] %s run %d: %.0f s", n, len(jobs), name, i, seconds)
+        if not path.is_file():
+            seconds = run_suite(path, INJECTIONS.get(name, ""))
+            log.info("[%d/%d] %s run %d: %.0f s", n, len(jobs), name, i, seconds)
 
 
-def only_case(path: Path) -> dict[str, Any]:
-    cases = {k: v for k, v in load_bench_json(path).cases.items() if v.get("draft")}
-    if len(cases) != 1:
-        raise SystemExit(f"{path}: expected one draft case, found {sorted(cases)}")
-    return next(iter(cases.values()))
+# =========================================================================== the two timing rules
 
 
-def failures(new: dict[str, Any], old: dict[str, Any], thresholds: Thresholds) -> tuple[bool, bool]:
-    """(a deterministic gate failed, the timing gate failed) for one run against the reference."""
-    found = gates.evaluate(new["case_id"], new["draft"], new, old, thresholds)
-    timing = any(v.metric == "speedup" and v.old is not None for v in found)
-    return any(v.metric != "speedup" or v.old is None for v in found), timing
+def median_rounds(case: Case) -> float:
+    return statistics.median(case["speedup_rounds"])
 
 
-def scaled(case: dict[str, Any], slowdown: float, rounds: int | None = None) -> dict[str, Any]:
-    """A clean run's case as if the speculative path were `slowdown` slower (and cut to its first `rounds`)."""
-    kept = case["speedup_rounds"][:rounds]
-    return {**case, "speedup_rounds": [s / (1 + slowdown) for s in kept]}
+def before_rule(alpha: float = 0.05, min_effect: float = 0.05) -> Rule:
+    """The gate this study replaced: one baseline run, a one-sided Mann-Whitney test on the rounds, min_effect."""
+    def fails(new: Sequence[float], old_runs: Sequence[Sequence[float]], n_cases: int) -> bool:
+        old = old_runs[-1]
+        if statistics.median(new) >= statistics.median(old) * (1 - min_effect):
+            return False
+        return mann_whitney_u(new, old, alternative="less")[1] < alpha
+    return fails
 
 
-def timing_fails(cases: list[dict[str, Any]], old: dict[str, Any], gate: TimingGate) -> int:
-    return sum(bool(gates.check_timing(c["case_id"], c["speedup_rounds"], old["speedup_rounds"], gate))
-               for c in cases)
+def after_rule(gate: TimingGate) -> Rule:
+    """specperf's run-level gate (specperf.analysis.gates.check_timing) with the suite's settings."""
+    def fails(new: Sequence[float], old_runs: Sequence[Sequence[float]], n_cases: int) -> bool:
+        return bool(gates.check_timing("c", new, old_runs, gate, n_cases))
+    return fails
 
 
-def scenario_table(runs: dict[str, list[dict[str, Any]]], ref: dict[str, Any], thresholds: Thresholds) -> list[str]:
-    lines = ["| scenario | runs | deterministic gates failed | timing gate failed | any gate failed | "
-             "acceptance | median speedup / reference |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, cases in runs.items():
-        flags = [failures(c, ref, thresholds) for c in cases]
-        ratios = [statistics.median(c["speedup_rounds"]) / statistics.median(ref["speedup_rounds"]) for c in cases]
-        acceptance = statistics.median(c["acceptance_aggregate"] for c in cases)
-        lines.append(f"| {name} | {len(cases)} | {sum(d for d, _ in flags)} | {sum(t for _, t in flags)} | "
-                     f"{sum(d or t for d, t in flags)} | {acceptance:.3f} | "
-                     f"{min(ratios):.3f}-{max(ratios):.3f} (median {statistics.median(ratios):.3f}) |")
+def scaled(rounds: Sequence[float], slowdown: float) -> list[float]:
+    """Per-round speedups as if the speculative path were ``slowdown`` slower."""
+    return [s / (1 + slowdown) for s in rounds]
+
+
+# =========================================================================== loading and tables
+
+
+def load_runs(out: Path) -> dict[str, list[Run]]:
+    """Scenario -> its runs (draft cases only), in file order."""
+    found: dict[str, list[Run]] = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        scenario = path.stem.rsplit("-", 1)[0]
+        cases = {cid: info for cid, info in load_bench_json(path).cases.items() if info.get("draft")}
+        found.setdefault(scenario, []).append(cases)
+    return found
+
+
+def noise_table(unchanged: list[Run], case_ids: list[str]) -> list[str]:
+    lines = ["| case | run medians (min-max) | range | between-run SD of log medians | "
+             "within-run IQR / median (median over runs) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for cid in case_ids:
+        medians = [median_rounds(run[cid]) for run in unchanged]
+        logs = [math.log(m) for m in medians]
+        iqr = [_iqr(run[cid]["speedup_rounds"]) / median_rounds(run[cid]) for run in unchanged]
+        lines.append(f"| {cid} | {min(medians):.3f}-{max(medians):.3f} | {max(medians) / min(medians) - 1:.1%} | "
+                     f"{statistics.stdev(logs):.1%} | {statistics.median(iqr):.1%} |")
     return lines
 
 
-def sweep_table(clean: list[dict[str, Any]], ref: dict[str, Any], alpha: float, rounds: int | None) -> list[str]:
-    """Rows: min_effect; columns: false alarms, then detections at each simulated slowdown."""
-    cut_ref = scaled(ref, 0.0, rounds)
-    head = "| min_effect | false alarms | " + " | ".join(f"{s:.0%} slower" for s in SLOWDOWNS) + " |"
-    lines = [head, "| ---: " * (len(SLOWDOWNS) + 2) + "|"]
-    for effect in MIN_EFFECTS:
-        gate = TimingGate(alpha=alpha, min_effect=effect)
-        fp = timing_fails([scaled(c, 0.0, rounds) for c in clean], cut_ref, gate)
-        caught = [timing_fails([scaled(c, s, rounds) for c in clean], cut_ref, gate) for s in SLOWDOWNS]
-        lines.append(f"| {effect:.0%} | {fp}/{len(clean)} | " + " | ".join(f"{n}/{len(clean)}" for n in caught) + " |")
-    return lines
+def _iqr(values: Sequence[float]) -> float:
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
 
 
-def smallest_caught(clean: list[dict[str, Any]], ref: dict[str, Any], gate: TimingGate,
-                    rounds: int | None) -> float | None:
-    """The smallest slowdown (1% steps) that every clean run, scaled, fails, if it has no false alarm."""
-    cut_ref = scaled(ref, 0.0, rounds)
-    runs = [scaled(c, 0.0, rounds) for c in clean]
-    if timing_fails(runs, cut_ref, gate):
-        return None
-    for pct in range(1, 61):
-        if timing_fails([scaled(c, pct / 100, rounds) for c in clean], cut_ref, gate) == len(clean):
-            return pct / 100
+def false_alarms(rule: Rule, unchanged: list[Run], cid: str, n_cases: int) -> tuple[int, int, int]:
+    """(clean runs failing against the reference, failing ordered pairs, runs failing against all the others)."""
+    ref, clean = unchanged[0], unchanged[1:]
+    rounds = [run[cid]["speedup_rounds"] for run in unchanged]
+    vs_ref = sum(rule(run[cid]["speedup_rounds"], [ref[cid]["speedup_rounds"]], n_cases) for run in clean)
+    pairs = sum(rule(rounds[i], [rounds[j]], n_cases) for i in range(len(rounds)) for j in range(len(rounds))
+                if i != j)
+    loo = sum(rule(rounds[i], rounds[:i] + rounds[i + 1:], n_cases) for i in range(len(rounds)))
+    return vs_ref, pairs, loo
+
+
+def smallest_caught(rule: Rule, unchanged: list[Run], cid: str, n_cases: int, multi: bool) -> int | None:
+    """Smallest slowdown (whole percent) that every unchanged run, scaled, fails: against the reference
+    (multi=False) or against all the other runs (multi=True). None if beyond MAX_SLOWDOWN_PCT."""
+    rounds = [run[cid]["speedup_rounds"] for run in unchanged]
+
+    def baseline(i: int) -> list[list[float]]:
+        return rounds[:i] + rounds[i + 1:] if multi else [rounds[0]]
+
+    tested = range(len(rounds)) if multi else range(1, len(rounds))
+    for pct in range(1, MAX_SLOWDOWN_PCT + 1):
+        if all(rule(scaled(rounds[i], pct / 100), baseline(i), n_cases) for i in tested):
+            return pct
     return None
 
 
-def rounds_table(clean: list[dict[str, Any]], ref: dict[str, Any], gate: TimingGate, setup: Setup) -> list[str]:
-    lines = ["| rounds | run-to-run spread of median speedup | smallest slowdown caught 10/10, 0 false alarms |",
-             "| ---: | ---: | ---: |"]
-    for r in sorted({3, 5, 8, setup.rounds}):
-        if r > setup.rounds:
-            continue
-        medians = [statistics.median(c["speedup_rounds"][:r]) for c in clean]
-        spread = (max(medians) - min(medians)) / statistics.median(medians)
-        found = smallest_caught(clean, ref, gate, r)
-        lines.append(f"| {r} | {spread:.1%} | {'not reached' if found is None else f'{found:.0%}'} |")
+def false_alarm_table(rules: dict[str, Rule], unchanged: list[Run], case_ids: list[str]) -> list[str]:
+    runs = len(unchanged)
+    lines = ["| case | " + " | ".join(f"{name}: vs reference ({runs - 1}) / ordered pairs ({runs * (runs - 1)}) / "
+                                       f"vs the other {runs - 1} runs ({runs})" for name in rules) + " |",
+             "| --- |" + " ---: |" * len(rules)]
+    totals = {name: [0, 0, 0] for name in rules}
+    for cid in case_ids:
+        cells = []
+        for name, rule in rules.items():
+            fa = false_alarms(rule, unchanged, cid, len(case_ids))
+            totals[name] = [t + f for t, f in zip(totals[name], fa)]
+            cells.append(f"{fa[0]} / {fa[1]} / {fa[2]}")
+        lines.append(f"| {cid} | " + " | ".join(cells) + " |")
+    lines.append("| **all cases** | " + " | ".join(f"**{t[0]} / {t[1]} / {t[2]}**" for t in totals.values()) + " |")
     return lines
 
 
-def rotation_table(runs: dict[str, list[dict[str, Any]]], ref: dict[str, Any], gate: TimingGate) -> list[str]:
-    """Every clean run (and the reference) in turn as the baseline: how the gate fares whatever run it is given."""
-    pool = [ref, *runs.get("clean", [])]
-    lines = ["| scenario | comparisons | timing gate failed |", "| --- | ---: | ---: |"]
-    for name, cases in runs.items():
-        pairs = [(new, old) for old in pool for new in cases if new is not old]
-        fails = sum(bool(gates.check_timing(n["case_id"], n["speedup_rounds"], o["speedup_rounds"], gate))
-                    for n, o in pairs)
-        lines.append(f"| {name} | {len(pairs)} | {fails} |")
+def caught_at(rule: Rule, unchanged: list[Run], cid: str, n_cases: int, multi: bool, slowdown: float) -> str:
+    """How many unchanged runs, scaled ``slowdown`` slower, fail: against the reference or all the other runs."""
+    rounds = [run[cid]["speedup_rounds"] for run in unchanged]
+    tested = range(len(rounds)) if multi else range(1, len(rounds))
+    hits = sum(rule(scaled(rounds[i], slowdown), rounds[:i] + rounds[i + 1:] if multi else [rounds[0]], n_cases)
+               for i in tested)
+    return f"{hits}/{len(tested)}"
+
+
+def power_table(rules: dict[str, Rule], unchanged: list[Run], case_ids: list[str]) -> list[str]:
+    runs, n = len(unchanged), len(case_ids)
+    cols = [f"{name}: {label}" for name in rules for label in (
+        "15% slower caught, one baseline run", f"15% slower caught, {runs - 1} baseline runs",
+        "smallest caught in every run, one / many")]
+    lines = ["| case | " + " | ".join(cols) + " |", "| --- |" + " ---: |" * len(cols)]
+    for cid in case_ids:
+        cells = []
+        for rule in rules.values():
+            one, many = (smallest_caught(rule, unchanged, cid, n, multi) for multi in (False, True))
+            cells += [caught_at(rule, unchanged, cid, n, False, 0.15), caught_at(rule, unchanged, cid, n, True, 0.15),
+                      f"{_pct(one)} / {_pct(many)}"]
+        lines.append(f"| {cid} | " + " | ".join(cells) + " |")
     return lines
 
 
-def analyze(out: Path, min_effect: float | None = None, alpha: float | None = None) -> str:
-    setup = Setup(**json.loads((out / "setup.json").read_text(encoding="utf-8")))
-    thresholds = load_config(out / "suite.yaml").thresholds
-    timing = thresholds.timing  # what the gate would do with another min_effect or alpha
-    timing = replace(timing, min_effect=timing.min_effect if min_effect is None else min_effect,
-                     alpha=timing.alpha if alpha is None else alpha)
-    thresholds = replace(thresholds, timing=timing)
-    ref = only_case(out / "runs" / "reference-00.json")
-    runs = {name: [only_case(p) for p in sorted((out / "runs").glob(f"{name}-*.json"))] for name in SCENARIOS}
-    runs = {name: cases for name, cases in runs.items() if cases}
-    clean, gate = runs.get("clean", []), thresholds.timing
-    threads = "the suite's threads" if setup.threads is None else f"{setup.threads} thread(s)"
+def _pct(value: int | None) -> str:
+    return f">{MAX_SLOWDOWN_PCT}%" if value is None else f"{value}%"
+
+
+def suite_false_alarms(rule: Rule, unchanged: list[Run], case_ids: list[str]) -> tuple[int, int]:
+    """(clean runs with any case failing against the reference, ordered pairs with any case failing)."""
+    n = len(case_ids)
+    runs = [[run[cid]["speedup_rounds"] for cid in case_ids] for run in unchanged]
+
+    def any_fail(i: int, j: int) -> bool:
+        return any(rule(runs[i][c], [runs[j][c]], n) for c in range(n))
+
+    vs_ref = sum(any_fail(i, 0) for i in range(1, len(runs)))
+    pairs = sum(any_fail(i, j) for i in range(len(runs)) for j in range(len(runs)) if i != j)
+    return vs_ref, pairs
+
+
+def injected_table(injected: dict[str, list[Run]], unchanged: list[Run], case_ids: list[str],
+                   thresholds: Thresholds) -> list[str]:
+    """Every gate (floors, tolerances, timing) on the real injected runs: against the reference, and against all
+    unchanged runs as a multi-run baseline."""
+    lines = ["| scenario | case | caught against the reference | "
+             f"caught against the {len(unchanged)} unchanged runs |",
+             "| --- | --- | ---: | ---: |"]
+    for scenario, runs in injected.items():
+        for cid in case_ids:
+            one = _caught(runs, cid, [unchanged[0][cid]], thresholds, len(case_ids))
+            many = _caught(runs, cid, [run[cid] for run in unchanged], thresholds, len(case_ids))
+            lines.append(f"| {scenario} | {cid} | {one}/{len(runs)} | {many}/{len(runs)} |")
+    return lines
+
+
+def _caught(runs: list[Run], cid: str, old: list[Case], thresholds: Thresholds, n_cases: int) -> int:
+    return sum(bool(gates.evaluate(cid, run[cid]["draft"], run[cid], old, thresholds, n_cases=n_cases))
+               for run in runs)
+
+
+def analyze(out: Path) -> str:
+    runs = load_runs(out)
+    unchanged = runs["reference"] + runs["clean"]
+    case_ids = sorted(unchanged[0])
+    thresholds = load_config(ROOT / "perf" / "specperf.yaml").thresholds
+    rules = {"before": before_rule(), "after": after_rule(thresholds.timing)}
+    gate = thresholds.timing
+    suite_lines = [f"| {name} | {fa[0]}/{len(unchanged) - 1} | {fa[1]}/{len(unchanged) * (len(unchanged) - 1)} |"
+                   for name, fa in ((n, suite_false_alarms(r, unchanged, case_ids)) for n, r in rules.items())]
     text = [
-        f"# Gate quality: {setup.draft} k={setup.k}, slice {setup.slice}, {setup.max_new_tokens} new tokens, "
-        f"{setup.rounds} paired rounds per run, {threads}",
+        f"# Gate quality: the default suite, {len(case_ids)} draft cases, {len(unchanged)} unchanged runs",
         "",
-        f"Timing gate: one-sided Mann-Whitney alpha {gate.alpha}, min_effect {gate.min_effect:.0%}. "
-        f"Reference median speedup {statistics.median(ref['speedup_rounds']):.3f}x.",
-        "",
-        "## Each scenario, gated against the reference run",
-        "",
-        *scenario_table(runs, ref, thresholds),
+        f"After: run-level gate, alpha {gate.alpha} per run (Bonferroni over the cases), min_effect "
+        f"{gate.min_effect:.0%}, prior run_sd {gate.run_sd:.1%} with fewer than {gate.min_runs} baseline runs. "
+        "Before: one baseline run, one-sided Mann-Whitney on the rounds, alpha 0.05, min_effect 5%.",
+        "", "## Noise per case", "", *noise_table(unchanged, case_ids),
+        "", "## Whole runs with a false alarm (any case)", "",
+        "| gate | clean runs failing against the reference | ordered pairs failing |", "| --- | ---: | ---: |",
+        *suite_lines,
+        "", "## False alarms per case (timing gate)", "", *false_alarm_table(rules, unchanged, case_ids),
+        "", "## Power per case: unchanged runs scaled as if the speculative path were slower", "",
+        *power_table(rules, unchanged, case_ids),
     ]
-    if clean:
-        text += ["", f"## Timing gate vs simulated slowdown (clean runs scaled; alpha {gate.alpha}, all rounds)", "",
-                 *sweep_table(clean, ref, gate.alpha, None),
-                 "", "## Rounds against the smallest slowdown caught (default gate)", "",
-                 *rounds_table(clean, ref, gate, setup),
-                 "", f"## Any run as the baseline: the reference and each clean run in turn (min_effect "
-                 f"{gate.min_effect:.0%})", "",
-                 *rotation_table(runs, ref, gate)]
+    injected = {name: runs[name] for name in INJECTIONS if name in runs}
+    if injected:
+        text += ["", "## Real injected runs (every gate, after)", "",
+                 *injected_table(injected, unchanged, case_ids, thresholds)]
     return "\n".join(text) + "\n"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "gate-quality")
-    ap.add_argument("--runs", type=int, default=10, help="runs per scenario (default 10)")
-    ap.add_argument("--draft", default="draft-medium")
-    ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--slice", default="0:2")
-    ap.add_argument("--rounds", type=int, default=None, help="timed rounds per run (default: the suite's)")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the suite's)")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
-                    help=f"comma-separated subset of {', '.join(SCENARIOS)} (default: all)")
-    ap.add_argument("--min-effect", type=float, default=None,
-                    help="analyze with this timing-gate min_effect instead of the suite's")
-    ap.add_argument("--alpha", type=float, default=None,
-                    help="analyze with this timing-gate alpha instead of the suite's")
+    ap.add_argument("--runs", type=int, default=10, help="clean runs after the reference (default 10)")
+    ap.add_argument("--injected", type=int, default=2, help="runs of each injected regression (default 2)")
     ap.add_argument("--analyze", type=Path, default=None, help="only analyze the runs saved in this directory")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     out = args.analyze or args.out
     if args.analyze is None:
-        rounds = args.rounds or load_config(DEFAULT_CONFIG_PATH).timing.rounds
-        scenarios = [name for name in args.scenarios.split(",") if name]
-        unknown = sorted(set(scenarios) - set(SCENARIOS))
-        if unknown:
-            ap.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
-        collect(Setup(args.draft, args.k, args.slice, rounds, args.max_new_tokens, args.threads), args.runs, out,
-                scenarios)
-    report = analyze(out, args.min_effect, args.alpha)
+        collect(out, args.runs, args.injected)
+    report = analyze(out)
     (out / "gate-quality.md").write_text(report, encoding="utf-8")
     sys.stdout.write(report)
     return 0

@@ -4,12 +4,13 @@
     Write tables (markdown and CSV), plots (PNG) and ``report.md`` from a ``pytest perf/ --benchmark-json`` file
     into DIR (default ``outputs/``); print the path of ``report.md``.
 
-``specperf compare OLD.json NEW.json [--thresholds PATH] [--config PATH] [--format text|github] [--output FILE]``
-    Match cases by ``case_id``; for each, show old, new and change of speedup, acceptance_aggregate,
-    mean_accepted_length, latency_p50, latency_p95 and throughput_p50. Cases in one file only are listed as added
-    or removed (not a failure), but two files that share no draft case of NEW come from different suites: bad
-    input. Every draft case of NEW is then gated by :func:`specperf.analysis.gates.evaluate` against its OLD case,
-    exactly as the plugin's ``--specperf-baseline`` does, with the thresholds of the suite ``--config`` (default: the
+``specperf compare OLD [OLD ...] NEW.json [--thresholds PATH] [--config PATH] [--format text|github] [--output F]``
+    OLD: one or more ``--benchmark-json`` files or folders of them. Match cases by ``case_id``; for each, show old
+    (the newest OLD run), new and change of speedup, acceptance_aggregate, mean_accepted_length, latency_p50,
+    latency_p95 and throughput_p50. Cases on one side only are listed as added or removed (not a failure), but runs
+    that share no draft case of NEW come from different suites: bad input. Every draft case of NEW is then gated by
+    :func:`specperf.analysis.gates.evaluate` against its OLD runs, exactly as the plugin's ``--specperf-baseline``
+    does, with the thresholds of the suite ``--config`` (default: the
     packaged embedded suite) merged with the ``--thresholds`` file. The table (or the JSON) goes to ``--output``
     or stdout; regressions and the verdict go to stderr.
 
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR", type=Path, default=Path("outputs"),
                         help="output directory (default: outputs/)")
     compare = commands.add_parser("compare", help="compare two benchmark JSON files; exit 1 on a regression")
-    compare.add_argument("old", metavar="OLD.json", type=Path, help="the reference run (e.g. main's)")
+    compare.add_argument("old", metavar="OLD", type=Path, nargs="+",
+                         help="the reference run(s): --benchmark-json files or folders of them (e.g. main's last "
+                              "runs); several let the timing gate measure how much whole runs drift")
     compare.add_argument("new", metavar="NEW.json", type=Path, help="the run to check")
     compare.add_argument("--thresholds", metavar="PATH", type=Path, default=None,
                          help="thresholds YAML merged over the suite's inline thresholds")
@@ -211,17 +214,21 @@ def _thresholds(args: argparse.Namespace, new: Mapping[str, Info]) -> Any:
     return suite.thresholds
 
 
-def gate_messages(old: Mapping[str, Info], new: Mapping[str, Info], thresholds: Any) -> list[str]:
-    """Every violated gate of NEW's draft cases, by :func:`specperf.analysis.gates.evaluate` (the plugin's rules)."""
+def gate_messages(old: Mapping[str, Sequence[Info]], new: Mapping[str, Info], thresholds: Any) -> list[str]:
+    """Every violated gate of NEW's draft cases, by :func:`specperf.analysis.gates.evaluate` (the plugin's rules).
+
+    ``old`` maps a case id to its extra_info in each baseline run, oldest first."""
     from specperf.analysis.gates import evaluate
     from specperf.errors import ConfigError
 
     messages = []
+    n_cases = sum(info.get("draft") is not None and case_id in old for case_id, info in new.items())
     for case_id, info in new.items():
         if info.get("draft") is None:
             continue
         try:
-            violations = evaluate(case_id, str(info["draft"]), info, old.get(case_id), thresholds)
+            violations = evaluate(case_id, str(info["draft"]), info, old.get(case_id), thresholds,
+                                  n_cases=n_cases)
         except (TypeError, ValueError) as exc:  # a hand-edited file with a string where a number belongs
             raise ConfigError(f"case {case_id}: a gated metric is not a number ({exc}); fix: compare files "
                               "written by `pytest perf/ --benchmark-json=FILE`") from None
@@ -229,27 +236,30 @@ def gate_messages(old: Mapping[str, Info], new: Mapping[str, Info], thresholds: 
     return messages
 
 
-def _load_pair(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """OLD's and NEW's cases; a ConfigError when they share no case NEW would be gated on (another suite's file)."""
-    from specperf.output.benchfile import load_bench_json, require_shared_cases
+def _load_pair(args: argparse.Namespace) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+    """OLD's cases (each with its runs, oldest first) and NEW's; a ConfigError when they share no case NEW would be
+    gated on (another suite's file)."""
+    from specperf.output.benchfile import load_baseline, load_bench_json
 
-    old_run, new_run = load_bench_json(args.old, role="OLD file"), load_bench_json(args.new, role="NEW file")
+    new_run = load_bench_json(args.new, role="NEW file")
     gated = [c for c, info in new_run.cases.items() if info.get("draft") is not None] or list(new_run.cases)
-    require_shared_cases(old_run, gated, role="OLD file", other=f"NEW file {args.new}",
-                         fix="compare two runs of the same suite (same drafts, k and slices)")
-    return old_run.cases, new_run.cases
+    history = load_baseline(args.old, gated, role="OLD file", other=f"NEW file {args.new}",
+                            fix="compare two runs of the same suite (same drafts, k and slices)")
+    return history, new_run.cases
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from specperf.output.files import atomic_write
 
-    old, new = _load_pair(args)
+    history, new = _load_pair(args)
     thresholds = _thresholds(args, new)
-    messages = gate_messages(old, new, thresholds)  # before writing: a bad value is bad input, with no output
+    messages = gate_messages(history, new, thresholds)  # before writing: a bad value is bad input, with no output
     if args.format == "github":
         _write_github(new, args.output)
     else:
-        text = compare_text(old, new, str(args.old), str(args.new))
+        newest = {case_id: runs[-1] for case_id, runs in history.items()}  # the table shows the newest OLD run
+        old_name = str(args.old[0]) if len(args.old) == 1 else f"{len(args.old)} baseline paths (newest run shown)"
+        text = compare_text(newest, new, old_name, str(args.new))
         if args.output is not None:
             atomic_write(args.output, text)
         else:

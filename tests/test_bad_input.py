@@ -56,12 +56,11 @@ from typing import Any
 import pytest
 import yaml
 
-from specperf.analysis.gates import load_baseline
 from specperf.cli import main
 from specperf.config import apply_thresholds_file, load_config, parse_config
 from specperf.data import load_records
 from specperf.errors import ConfigError, DataError
-from specperf.output.benchfile import installed_benchmark_version
+from specperf.output.benchfile import installed_benchmark_version, load_baseline
 from tests.helpers import SUITE
 
 INSTALLED = installed_benchmark_version() or "5.2.3"
@@ -221,7 +220,7 @@ def test_bad_command_line_values(suite: pytest.Pytester) -> None:
     usage_error(collect(suite, "--specperf-drafts=smal"), "specperf: command-line selection: drafts[0]",
                 "did you mean 'small'?")
     usage_error(collect(suite, "--specperf-device=cuda:x"), "expected auto, cpu, cuda or cuda:N", "cpu")
-    usage_error(collect(suite, "--specperf-baseline=missing.json"), "no such file: missing.json", "fix:")
+    usage_error(collect(suite, "--specperf-baseline=missing.json"), "no such file or directory: missing.json", "fix:")
 
 
 def test_plugin_refuses_cuda_without_cuda(suite: pytest.Pytester) -> None:

@@ -25,13 +25,13 @@ def test_console_script_is_registered() -> None:
     assert script.value == "specperf.cli:main"
 
 
-def test_report_prints_the_report_path(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:  # noqa: F811
+def test_report_prints_the_report_path(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:
     assert main(["report", str(bench_json), "--out", str(tmp_path / "out")]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path == tmp_path / "out" / "report.md" and path.is_file()
 
 
-def test_identical_runs_pass(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:  # noqa: F811
+def test_identical_runs_pass(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:
     code, out, err = compare(capsys, bench_json, bench_json, "--config", str(bench_suite))
     assert code == 0, err
     lines = out.splitlines()
@@ -44,7 +44,7 @@ def test_identical_runs_pass(bench_json: Path, bench_suite: Path, capsys: Captur
 
 
 @pytest.mark.parametrize(("edit_old", "delta"), [(True, 0.05), (False, -0.05)])
-def test_an_acceptance_drop_fails(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture,  # noqa: F811
+def test_an_acceptance_drop_fails(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture,
                                   edit_old: bool, delta: float) -> None:
     edited = edit_case(bench_json, tmp_path / "edited.json", "small-k2-0:2", "acceptance_aggregate", delta)
     old, new = (edited, bench_json) if edit_old else (bench_json, edited)
@@ -54,7 +54,7 @@ def test_an_acceptance_drop_fails(bench_json: Path, bench_suite: Path, tmp_path:
     assert "1 regression(s)" in err
 
 
-def test_cases_in_one_file_only_are_listed(bench_json: Path, bench_suite: Path, tmp_path: Path,  # noqa: F811
+def test_cases_in_one_file_only_are_listed(bench_json: Path, bench_suite: Path, tmp_path: Path,
                                            capsys: Capture) -> None:
     data = json.loads(bench_json.read_text())
     data["benchmarks"] = [b for b in data["benchmarks"] if b["extra_info"]["case_id"] != "lookup-k3-0:2"]
@@ -66,7 +66,7 @@ def test_cases_in_one_file_only_are_listed(bench_json: Path, bench_suite: Path, 
     assert code == 0 and "added (only in" in out and "lookup-k3-0:2" in out.split("added")[1]
 
 
-def test_thresholds_file_is_merged_over_the_suite(bench_json: Path, bench_suite: Path, tmp_path: Path,  # noqa: F811
+def test_thresholds_file_is_merged_over_the_suite(bench_json: Path, bench_suite: Path, tmp_path: Path,
                                                   capsys: Capture) -> None:
     thresholds = tmp_path / "thresholds.yaml"
     thresholds.write_text("drafts:\n  small: {min_acceptance: 1.01}\n")
@@ -80,7 +80,7 @@ def test_thresholds_file_is_merged_over_the_suite(bench_json: Path, bench_suite:
     assert "lookup-k2-0:2" not in err  # the override names one draft only
 
 
-def test_missing_and_malformed_files_exit_2(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:  # noqa: F811
+def test_missing_and_malformed_files_exit_2(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:
     code, out, err = compare(capsys, bench_json, tmp_path / "missing.json")
     assert code == 2 and "missing.json does not exist" in err and out == ""
     broken = tmp_path / "broken.json"
@@ -106,7 +106,7 @@ def validate_github(entries: object, metrics: tuple[tuple[str, str], ...]) -> li
     return entries
 
 
-def test_github_format_to_stdout(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:  # noqa: F811
+def test_github_format_to_stdout(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:
     code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--format", "github")
     assert code == 0
     entries = validate_github(json.loads(out), BIGGER_IS_BETTER)
@@ -115,7 +115,7 @@ def test_github_format_to_stdout(bench_json: Path, bench_suite: Path, capsys: Ca
     assert "baseline-0:2 speedup" not in names
 
 
-def test_github_format_to_two_files(bench_json: Path, bench_suite: Path, tmp_path: Path,  # noqa: F811
+def test_github_format_to_two_files(bench_json: Path, bench_suite: Path, tmp_path: Path,
                                     capsys: Capture) -> None:
     output = tmp_path / "gh" / "bench.json"
     code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--format", "github",
@@ -126,13 +126,43 @@ def test_github_format_to_two_files(bench_json: Path, bench_suite: Path, tmp_pat
     assert {e["name"] for e in smaller} >= {f"{c} latency_p50" for c in CASE_IDS}
 
 
-def test_text_output_file(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture) -> None:  # noqa: F811
+def test_text_output_file(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture) -> None:
     output = tmp_path / "compare.txt"
     code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--output", str(output))
     assert code == 0 and out == "" and "small-k3-0:2" in output.read_text()
 
 
 
-def test_default_config_is_the_embedded_suite(bench_json: Path, capsys: Capture) -> None:  # noqa: F811
+def test_default_config_is_the_embedded_suite(bench_json: Path, capsys: Capture) -> None:
     code, _, err = compare(capsys, bench_json, bench_json)
     assert code == 0 and "no regression" in err and "note:" not in err  # same verifier: no mismatch note
+
+
+def _with_speedup_rounds(src: Path, dst: Path, factor: float, when: str) -> Path:
+    """A copy of a run with every case's per-round speedups multiplied by ``factor`` and its datetime set."""
+    data = json.loads(src.read_text())
+    data["datetime"] = when
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if info.get("speedup_rounds"):
+            info["speedup_rounds"] = [s * factor for s in info["speedup_rounds"]]
+    dst.write_text(json.dumps(data))
+    return dst
+
+
+def test_several_baseline_runs_gate_on_their_spread(bench_json: Path, bench_suite: Path, tmp_path: Path,
+                                                    capsys: Capture) -> None:
+    """OLD may be several runs or a folder: the timing gate then measures how much whole runs drift."""
+    runs = tmp_path / "main-runs"
+    runs.mkdir()
+    for i, factor in enumerate((0.97, 1.0, 1.03, 0.99, 1.01)):
+        _with_speedup_rounds(bench_json, runs / f"run{i}.json", factor, f"2026-11-0{i + 1}T00:00:00")
+    drifted = _with_speedup_rounds(bench_json, tmp_path / "drifted.json", 0.97, "2026-11-09T00:00:00")
+    code, out, err = compare(capsys, runs, drifted, "--config", str(bench_suite))
+    assert code == 0, err  # within the drift of main's own runs
+    assert "5 baseline paths" not in out and "main-runs" in out
+    slow = _with_speedup_rounds(bench_json, tmp_path / "slow.json", 0.70, "2026-11-09T00:00:00")
+    code = main(["compare", *map(str, sorted(runs.iterdir())), str(slow), "--config", str(bench_suite)])
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert "speedup regressed" in err and "5 baseline run(s)" in err and "(baseline runs)" in err

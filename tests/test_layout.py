@@ -41,7 +41,7 @@ PIPELINE = (
                          "specperf.pytest_plugin")),
     ("specperf.data", ("specperf.engine", "specperf.bench", "specperf.analysis", "specperf.output",
                        "specperf.pytest_plugin")),
-    ("specperf.analysis", ("specperf.engine", "specperf.bench", "specperf.pytest_plugin")),
+    ("specperf.analysis", ("specperf.engine", "specperf.bench", "specperf.output", "specperf.pytest_plugin")),
     ("specperf.output", ("specperf.engine", "specperf.bench", "specperf.pytest_plugin")),
 )
 

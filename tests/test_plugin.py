@@ -100,6 +100,19 @@ def test_baseline_gate_catches_an_acceptance_drop_and_passes_a_rerun(suite):
     result.stdout.fnmatch_lines(["*small-k2-0:2: acceptance_aggregate regressed: baseline run*"])
 
 
+def test_several_baseline_runs_or_a_folder(suite):
+    """--specperf-baseline repeats, and takes folders: the newest run sets the work metrics' reference."""
+    narrow = ("--specperf-drafts=lookup", "--specperf-k=2")
+    (suite.path / "main").mkdir()
+    for name in ("main/a.json", "main/b.json"):
+        run(suite, f"--benchmark-json={name}", *narrow).assert_outcomes(passed=2)
+    run(suite, "--specperf-baseline=main", *narrow).assert_outcomes(passed=2)
+    run(suite, "--specperf-baseline=main/a.json", "--specperf-baseline=main/b.json", *narrow).assert_outcomes(passed=2)
+    result = run(suite, "--specperf-baseline=nowhere", *narrow)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no such file or directory: nowhere*"])
+
+
 def test_record_hook_is_called(suite):
     suite.makeconftest("""
         import json

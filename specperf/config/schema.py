@@ -32,6 +32,7 @@ MAX_SEED = 2**32 - 1  # numpy's and most RNGs' seed range
 # Unbounded ints are capped too: 16**5000 is valid YAML, and more digits than json.dumps (config_hash) may print.
 MAX_THREADS = 4096
 MAX_BATCH_SIZE = 4096
+MAX_BASELINE_RUNS = 1000  # timing.min_runs
 DRAFT_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")  # --specperf-device and the suite's device
 
@@ -61,11 +62,15 @@ class Tolerances:
 
 @dataclass(frozen=True)
 class TimingGate:
-    """The noise-aware timing gate: fail only on a significant AND large slowdown."""
+    """The run-level timing gate: a case fails only when the new run's median per-round speedup is below what whole
+    runs of unchanged code reach (a one-sided prediction bound from the baseline runs) AND more than ``min_effect``
+    below the baseline runs' centre. The run, not the round, is the unit (specperf.analysis.runlevel)."""
 
     # Fitted by perf/gate_quality.py on the developers' 2-core CPU; README's Gate quality section has the figures.
-    alpha: float = 0.05  # one-sided Mann-Whitney significance level, 0 < alpha < 1
+    alpha: float = 0.05  # false-alarm probability of a whole run, split evenly (Bonferroni) among its gated cases
     min_effect: float = 0.05  # smallest relative drop of the median per-round speedup that may fail, 0..1
+    run_sd: float = 0.05  # prior SD of log run medians between whole runs, used with fewer than min_runs baselines
+    min_runs: int = 3  # baseline runs needed to measure the spread between runs instead of assuming run_sd
 
 
 @dataclass(frozen=True)

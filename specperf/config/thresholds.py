@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from specperf.config.checks import _At, _float, _mapping, _suggest
-from specperf.config.schema import Floors, SuiteConfig, Thresholds, TimingGate, Tolerances
+from specperf.config.checks import _At, _float, _int, _mapping, _suggest
+from specperf.config.schema import MAX_BASELINE_RUNS, Floors, SuiteConfig, Thresholds, TimingGate, Tolerances
 from specperf.config.yaml_io import read_yaml
 from specperf.errors import ConfigError
 
@@ -49,6 +49,8 @@ def _parse_timing_gate(value: object, at: _At) -> TimingGate:
     return TimingGate(
         alpha=_float(data.get("alpha", gate.alpha), at.key("alpha"), 0.0, 1.0, open_bounds=True),
         min_effect=_float(data.get("min_effect", gate.min_effect), at.key("min_effect"), 0.0, 1.0),
+        run_sd=_float(data.get("run_sd", gate.run_sd), at.key("run_sd"), 0.0, 1.0),
+        min_runs=_int(data.get("min_runs", gate.min_runs), at.key("min_runs"), 2, MAX_BASELINE_RUNS),
     )
 
 

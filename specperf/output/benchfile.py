@@ -115,3 +115,47 @@ def load_bench_json(path: str | Path, *, role: str = "benchmark file") -> BenchR
     machine, commit = data.get("machine_info"), data.get("commit_info")
     return BenchRun(file, cases, machine if isinstance(machine, dict) else {},
                     commit if isinstance(commit, dict) else {}, data.get("datetime"))
+
+
+def baseline_files(paths: Sequence[str | Path]) -> list[Path]:
+    """The JSON files of ``paths``: files as given, directories searched recursively for ``*.json`` (a
+    pytest-benchmark storage folder, or a folder of main's last runs). A ConfigError names a path that is neither."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(path.rglob("*.json"))
+            if not found:
+                raise ConfigError(f"baseline directory {path} holds no .json file; fix: point it at a folder of "
+                                  "`pytest perf/ --benchmark-json=FILE` outputs")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ConfigError(f"baseline {path} does not exist; fix: pass a --benchmark-json file or a folder of them")
+    return files
+
+
+_BASELINE_FIX = ("pass the --benchmark-json of a run of the same suite with an overlapping selection "
+                 "(--specperf-drafts, --specperf-k, --specperf-slice), or drop --specperf-baseline")
+
+
+def load_baseline(paths: str | Path | Sequence[str | Path], case_ids: Sequence[str] | None = None, *,
+                  role: str = "baseline file", other: str = "this run",
+                  fix: str = _BASELINE_FIX) -> dict[str, list[dict[str, Any]]]:
+    """Case id -> its extra_info in each baseline run, oldest run first (by the file's datetime, then name).
+
+    ``paths`` are ``--benchmark-json`` files written by specperf, or directories of them. With ``case_ids`` (this
+    run's draft cases), a set of files that holds none of them is a ConfigError naming a few ids on each side: it
+    was written by another suite, and gating against it would silently check floors only. ``role``, ``other`` and
+    ``fix`` word that error (the plugin's defaults; ``specperf compare`` names its OLD and NEW files).
+    """
+    listed = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    runs = [load_bench_json(file, role=role) for file in baseline_files(listed)]
+    runs.sort(key=lambda run: (run.datetime or "", str(run.path)))
+    if case_ids is not None:
+        require_shared_cases(runs[-1], case_ids, role=role, other=other, fix=fix)
+    history: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        for case_id, info in run.cases.items():
+            history.setdefault(case_id, []).append(info)
+    return history

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from specperf.analysis.gates import SAMPLING_NOTE, sampled
 from specperf.errors import ConfigError
 from specperf.output.benchfile import load_bench_json
 from specperf.output.files import atomic_write
@@ -133,10 +134,8 @@ def _header(cases: Cases, commit_info: Mapping[str, Any] | None) -> list[str]:
 def _notes(cases: Cases, notes: Sequence[str]) -> list[str]:
     """What the reader must know to read the numbers: gates that did not apply, and why."""
     found = list(notes)
-    sampling = "exact-match floor not applied: the suite samples (temperature > 0), so outputs differ by design"
-    if any("exact_match_gated" in info and info["exact_match_gated"] is None for info in draft_cases(cases).values()) \
-            and sampling not in found:
-        found.append(sampling)
+    if any(sampled(info) for info in draft_cases(cases).values()) and SAMPLING_NOTE not in found:
+        found.append(SAMPLING_NOTE)
     return [f"> Note: {note}." for note in found] + ([""] if found else [])
 
 

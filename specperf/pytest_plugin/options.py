@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from specperf.config.schema import DEFAULT_CONFIG_PATH, DEVICE_PATTERN, DTYPES, MAX_BATCH_SIZE, MAX_K
+from specperf.config.schema import DEFAULT_CONFIG_PATH, DEVICE_PATTERN, DTYPES, MAX_BATCH_SIZE, MAX_K, MAX_NEW_TOKENS
 
 
 @dataclass(frozen=True)
@@ -22,8 +22,9 @@ class Options:
     k: tuple[int, ...] | None
     slices: tuple[str, ...] | None
     batch_size: tuple[int, ...] | None
+    max_new_tokens: int | None
     thresholds_path: Path | None
-    baseline_path: Path | None
+    baseline_paths: tuple[Path, ...]  # files or directories of earlier runs; empty: floors only
     report_dir: Path | None
 
 
@@ -56,6 +57,11 @@ def parse_batch(value: str) -> tuple[int, ...]:
     return _parse_ints(value, "--specperf-batch", "batch size", 1, MAX_BATCH_SIZE, "1,4,8")
 
 
+def parse_new_tokens(value: str) -> int:
+    (number,) = _parse_ints(value, "--specperf-max-new-tokens", "count", 1, MAX_NEW_TOKENS, "16")
+    return number
+
+
 def parse_device(value: str) -> str:
     if not DEVICE_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {value!r}; "
@@ -67,6 +73,14 @@ def parse_dtype(value: str) -> str:
     if value not in DTYPES:
         raise argparse.ArgumentTypeError(f"expected {', '.join(DTYPES)}, got {value!r}")
     return value
+
+
+def parse_file_or_dir(value: str) -> Path:
+    path = Path(value)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file or directory: {value}; fix: pass a --benchmark-json file or a "
+                                         f"folder of them (a relative path starts at {Path.cwd()})")
+    return path
 
 
 def parse_file(value: str) -> Path:
@@ -93,12 +107,16 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--specperf-batch", metavar="SIZES", type=parse_batch, default=None,
                     help="comma-separated batch sizes (requests decoded together), e.g. 1,4,8 "
                          "(default: the suite's batch_size, [1] unless set)")
+    group.addoption("--specperf-max-new-tokens", metavar="N", type=parse_new_tokens, default=None,
+                    help="new tokens per request (default: the suite's generation.max_new_tokens)")
     group.addoption("--specperf-slice", metavar="SLICES", type=parse_list, default=None,
                     help="comma-separated dataset slices such as 0:8,random:16:seed=0 (default: the suite's)")
     group.addoption("--specperf-thresholds", metavar="PATH", type=parse_file, default=None,
                     help="thresholds YAML, applied over the suite's inline thresholds (default: none)")
-    group.addoption("--specperf-baseline", metavar="PATH", type=parse_file, default=None,
-                    help="an earlier --benchmark-json file to gate against (default: none, floors only)")
+    group.addoption("--specperf-baseline", metavar="PATH", type=parse_file_or_dir, action="append", default=None,
+                    help="earlier --benchmark-json file(s) to gate against: repeat it, or pass a folder of runs; "
+                         "several runs let the timing gate measure how much whole runs drift (default: none, "
+                         "floors only)")
     group.addoption("--specperf-report", metavar="DIR", type=Path, default=None,
                     help="write tables (and plots) of the run to DIR at the end (default: none)")
     parser.addini("specperf_config", "suite YAML used when --specperf-config is not given", default="")
@@ -113,6 +131,8 @@ def read_options(config: pytest.Config) -> Options:
         config_path=path, device=config.getoption("specperf_device"), dtype=config.getoption("specperf_dtype"),
         drafts=config.getoption("specperf_drafts"), k=config.getoption("specperf_k"),
         slices=config.getoption("specperf_slice"), batch_size=config.getoption("specperf_batch"),
+        max_new_tokens=config.getoption("specperf_max_new_tokens"),
         thresholds_path=config.getoption("specperf_thresholds"),
-        baseline_path=config.getoption("specperf_baseline"), report_dir=config.getoption("specperf_report"),
+        baseline_paths=tuple(config.getoption("specperf_baseline") or ()),
+        report_dir=config.getoption("specperf_report"),
     )

@@ -24,7 +24,8 @@ from specperf.pytest_plugin.session import SpecperfSession
 log = logging.getLogger(__name__)
 _SESSION = pytest.StashKey[SpecperfSession]()
 _OPTIONS = ("specperf_config", "specperf_device", "specperf_dtype", "specperf_drafts", "specperf_k", "specperf_batch",
-            "specperf_slice", "specperf_thresholds", "specperf_baseline", "specperf_report")
+            "specperf_max_new_tokens", "specperf_slice", "specperf_thresholds", "specperf_baseline",
+            "specperf_report")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -55,17 +56,20 @@ def _check_dataset(suite: SuiteConfig) -> None:
             raise ConfigError(f"dataset.path: {exc}") from None
 
 
-def _load_baseline(config: pytest.Config, path: Path, suite: SuiteConfig) -> dict[str, dict[str, Any]]:
-    """The baseline's cases; an error if it shares no draft case with this run, a warning if it lacks some."""
-    from specperf.analysis.gates import load_baseline
+def _load_baseline(config: pytest.Config, paths: tuple[Path, ...],
+                   suite: SuiteConfig) -> dict[str, list[dict[str, Any]]]:
+    """Each case's baseline runs; an error if they share no draft case with this run, a warning if they lack some."""
+    from specperf.output.benchfile import load_baseline
 
     case_ids = [case.id for case in build_cases(suite)[0]]
-    baseline = load_baseline(path, case_ids)
+    baseline = load_baseline(paths, case_ids)
+    source = f"baseline file {paths[0]}" if len(paths) == 1 and paths[0].is_file() else \
+        f"baseline runs {', '.join(map(str, paths))}"
     missing = [case_id for case_id in case_ids if case_id not in baseline]
     if missing:
         shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
         config.issue_config_time_warning(pytest.PytestConfigWarning(
-            f"specperf: baseline file {path} lacks {len(missing)} of this run's {len(case_ids)} draft case(s) "
+            f"specperf: {source} lacks {len(missing)} of this run's {len(case_ids)} draft case(s) "
             f"({shown}); only absolute floors gate those"), stacklevel=2)
     return baseline
 
@@ -77,9 +81,11 @@ def _build_session(config: pytest.Config) -> SpecperfSession:
         suite = apply_thresholds_file(suite, opts.thresholds_path)
     suite = narrow(suite, opts.drafts, opts.k, opts.slices, opts.batch_size)
     suite = replace(suite, device=opts.device or suite.device, dtype=opts.dtype or suite.dtype)
+    if opts.max_new_tokens is not None:
+        suite = replace(suite, generation=replace(suite.generation, max_new_tokens=opts.max_new_tokens))
     _check_device(suite.device)
     _check_dataset(suite)
-    baseline = _load_baseline(config, opts.baseline_path, suite) if opts.baseline_path is not None else None
+    baseline = _load_baseline(config, opts.baseline_paths, suite) if opts.baseline_paths else None
     declared = bool(config.getini("specperf_config")) or any(config.getoption(o) is not None for o in _OPTIONS)
     return SpecperfSession(config, opts, suite, suite.thresholds, baseline, declared)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,14 +24,13 @@ T = TypeVar("T")
 
 TIMING_SKIPPED = ("timing gates skipped: --benchmark-disable decoded each case once, untimed; the deterministic "
                   "gates (acceptance, exactness, work metrics) still apply")
-EXACT_NOT_GATED = "exact-match floor not applied: the suite samples (temperature > 0), so outputs differ by design"
 
 
 class SpecperfSession:
     """Built in pytest_configure; owns everything a suite run shares."""
 
     def __init__(self, pytest_config: pytest.Config, options: Options, config: SuiteConfig,
-                 thresholds: Thresholds, baseline: dict[str, dict[str, Any]] | None, declared: bool) -> None:
+                 thresholds: Thresholds, baseline: dict[str, list[dict[str, Any]]] | None, declared: bool) -> None:
         self.pytest_config = pytest_config
         self.options = options
         self.config = config
@@ -41,6 +41,11 @@ class SpecperfSession:
         self.results: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []  # said once in the terminal summary and the report
         self._bench: SuiteBench | None = None
+
+    @functools.cached_property
+    def timing_gated_cases(self) -> int:
+        """The draft cases of this run that the baseline holds: they share the run's timing false-alarm rate."""
+        return sum(c.id in (self.baseline or {}) for c in self.draft_cases)
 
     @property
     def in_use(self) -> bool:
@@ -106,12 +111,13 @@ class SpecperfSession:
         if not record.timed:
             self.note(TIMING_SKIPPED)
         if values.get("exact_match_gated") is None and record.context.temperature > 0:
-            self.note(EXACT_NOT_GATED)
+            self.note(gates.SAMPLING_NOTE)
         old = self.baseline.get(case.id) if self.baseline is not None else None
         if self.baseline is not None and old is None:
-            log.warning("%s is not in the baseline file %s: only absolute floors apply", case.id,
-                        self.options.baseline_path)
-        violations = gates.evaluate(case.id, case.draft.name, values, old, self.thresholds, timed=record.timed)
+            log.warning("%s is not in the baseline %s: only absolute floors apply", case.id,
+                        ", ".join(map(str, self.options.baseline_paths)))
+        violations = gates.evaluate(case.id, case.draft.name, values, old, self.thresholds, timed=record.timed,
+                                    n_cases=self.timing_gated_cases)
         if violations:
             raise gates.RegressionDetected("\n".join(v.message() for v in violations))
         return values

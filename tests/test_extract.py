@@ -1,0 +1,99 @@
+"""Metric extraction (specperf.analysis.extract) on hand-made records: pure functions of numbers, exact results."""
+
+from __future__ import annotations
+
+import pytest
+
+from specperf.analysis import extract
+from specperf.records import Audit, CaseRecord, DecodeResult, RunContext, StepCosts
+
+
+def result(tokens: list[int], *, wall: float, calls: int, proposed: int | None = None, accepted: int | None = None,
+           ttft: float = 0.01, positions: tuple[list[int], list[int]] | None = None,
+           verifier_tokens: int | None = 20, draft_tokens: int | None = 10) -> DecodeResult:
+    return DecodeResult(tokens=tokens, k=2, prompt_len=5, verifier_calls=calls, draft_calls=None,
+                        verifier_tokens=verifier_tokens, draft_tokens=draft_tokens, proposed=proposed,
+                        accepted=accepted, accept_counts=None,
+                        position_proposed=positions[0] if positions else None,
+                        position_accepted=positions[1] if positions else None, wall_s=wall, ttft_s=ttft)
+
+
+def record(**overrides: object) -> CaseRecord:
+    """Two requests of 4 tokens, two timed rounds, against a baseline twice as slow."""
+    spec = [result([1, 2, 3, 4], wall=0.4, calls=2, proposed=4, accepted=2, positions=([2, 2], [2, 0])),
+            result([5, 6, 7, 9], wall=0.2, calls=2, proposed=4, accepted=2, positions=([2, 2], [1, 1]))]
+    base = [result([1, 2, 3, 4], wall=0.8, calls=4, draft_tokens=0), result([5, 6, 7, 8], wall=0.4, calls=4,
+                                                                           draft_tokens=0)]
+    fields: dict[str, object] = dict(
+        case_id="d-k2-0:2", slice="0:2", k=2, batch_size=1, draft="d", draft_model="m", drafter="model",
+        engine="specperf", context=RunContext("v", "cpu", "float32", 0.0), rounds=[spec, spec],
+        baseline_rounds=[base, base],
+        audits=[Audit([True, True, False], 4, 2, [0, 2, 0]), Audit([True, False, True], 4, 2, [0, 2, 0])],
+        n_shortened=1, verifier_params=100, draft_params=10, first_divergence=[None, 3],
+        divergence_margins=[None, 0.05], step_costs=StepCosts(0.010, 0.012, 0.002))
+    fields.update(overrides)
+    return CaseRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_timing_metrics():
+    out = extract.timing_metrics(record().rounds)
+    assert out["latency_p50"] == pytest.approx(0.075)  # 0.1 and 0.05 s/token, pooled over two rounds
+    assert out["throughput_p50"] == pytest.approx(15.0)
+    assert out["round_s"] == pytest.approx([0.6, 0.6])
+    assert out["throughput_aggregate"] == pytest.approx(8 / 0.6)
+
+
+def test_round_walls_take_each_batch_at_its_slowest_row():
+    rows = record().rounds[0]
+    assert extract.round_walls([rows], batch_size=2) == [0.4]
+    assert extract.round_walls([rows], batch_size=1) == pytest.approx([0.6])
+
+
+def test_acceptance_metrics_from_the_engine_counters():
+    out = extract.acceptance_metrics(record())
+    assert out["acceptance_aggregate"] == 0.5 and out["acceptance_p50"] == 0.5
+    assert out["alpha"] == pytest.approx(4 / 6) and out["agreement_mean"] == pytest.approx(2 / 3)
+    assert out["accept_counts"] == [0, 4, 0]
+    assert out["position_acceptance"] == [0.75, 0.25]
+    assert out["mean_accepted_length"] == 2.0
+
+
+def test_hidden_counters_come_from_the_audit_never_zero():
+    hidden = [result([1, 2, 3, 4], wall=0.4, calls=2) for _ in range(2)]  # like transformers' assisted generation
+    out = extract.acceptance_metrics(record(rounds=[hidden]))
+    assert out["acceptance_aggregate"] == 0.5  # the audit's 4 of 8
+    assert out["position_acceptance"] is None
+
+
+def test_comparison_and_flops():
+    out = extract.comparison_metrics(record())
+    assert out["speedup"] == pytest.approx(2.0) and out["speedup_rounds"] == pytest.approx([2.0, 2.0])
+    # verifier 2 x 100 x 20 tokens + draft 2 x 10 x 10 per request, against 2 x 100 x 20 per baseline request
+    assert out["flop_speedup"] == pytest.approx(8000 / 8400)
+
+
+def test_divergence_metrics_in_float32_and_half_precision():
+    exact = extract.divergence_metrics(record())
+    assert exact["exact_match_rate"] == 0.5 and exact["exact_match_gated"] == 0.5  # no tolerance in float32
+    half = extract.divergence_metrics(record(context=RunContext("v", "cuda", "float16", 0.0)))
+    assert half["exact_or_near_tie_rate"] == 1.0 and half["exact_match_gated"] == 1.0  # 0.05 <= 0.1: a near-tie
+    sampled = extract.divergence_metrics(record(context=RunContext("v", "cpu", "float32", 0.8)))
+    assert sampled["exact_match_gated"] is None  # sampling: exactness is not gated
+
+
+def test_theory_metrics_from_the_recorded_step_costs():
+    out = extract.theory_metrics(record(), alpha=0.5, measured=1.5)
+    assert out["cost_ratio"] == pytest.approx(0.2) and out["verify_cost"] == pytest.approx(1.2)
+    assert out["expected_speedup"] == pytest.approx(1.75 / (2 * 0.2 + 1.2))
+    assert out["efficiency"] == pytest.approx(1.5 / out["expected_speedup"])
+    assert extract.theory_metrics(record(step_costs=None), 0.5, 1.5)["expected_speedup"] is None  # batch > 1
+
+
+def test_case_and_baseline_metrics_carry_the_contract():
+    from specperf.analysis.contract import BaseInfo, DraftInfo
+
+    case = extract.case_metrics(record())
+    assert set(case) | {"case_id"} == set(DraftInfo.__required_keys__)
+    base = extract.baseline_metrics(record(draft=None, baseline_rounds=[]))
+    assert set(base) | {"case_id"} == set(BaseInfo.__required_keys__)
+    assert case["n_shortened"] == 1 and case["injected_faults"] is None
