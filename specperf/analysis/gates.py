@@ -49,9 +49,10 @@ class Violation:
     bound: float
     old: float | None = None
     detail: str = ""
+    old_label: str = "baseline run"  # what ``old`` is: the newest baseline run, or the baseline runs' centre
 
     def message(self) -> str:
-        old = f"baseline run {self.old:.4g} -> " if self.old is not None else ""
+        old = f"{self.old_label} {self.old:.4g} -> " if self.old is not None else ""
         extra = f" ({self.detail})" if self.detail else ""
         return (f"{self.case}: {self.metric} regressed: {old}now {self.value:.4g}, allowed bound "
                 f"{self.bound:.4g}{extra}")
@@ -126,7 +127,8 @@ def check_timing(case_id: str, new_rounds: Sequence[float], baseline_runs: Seque
                 f"{1 - gate.alpha / max(1, n_cases):.2%} prediction bound {bound.bound:.4g} of a run of unchanged "
                 f"code (alpha {gate.alpha} over {max(1, n_cases)} case(s)) and more than min_effect "
                 f"{gate.min_effect:.0%} below the centre ({floor:.4g})")
-    return [Violation(case_id, "speedup", new_median, min(bound.bound, floor), old=bound.center, detail=evidence)]
+    return [Violation(case_id, "speedup", new_median, min(bound.bound, floor), old=bound.center, detail=evidence,
+                      old_label="baseline runs' centre" if bound.n_runs > 1 else "baseline run")]
 
 
 def evaluate(case_id: str, draft: str, new: Mapping[str, Any], old: Sequence[Mapping[str, Any]] | None,
