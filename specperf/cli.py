@@ -1,4 +1,4 @@
-"""The ``specperf`` command line: write a report from a benchmark run, or compare two runs and gate.
+"""The ``specperf`` command line: write a report from a benchmark run, compare runs and gate, merge shards.
 
 ``specperf report BENCH.json [--out DIR]``
     Write tables (markdown and CSV), plots (PNG) and ``report.md`` from a ``pytest perf/ --benchmark-json`` file
@@ -13,6 +13,11 @@
     does, with the thresholds of the suite ``--config`` (default: the
     packaged embedded suite) merged with the ``--thresholds`` file. The table (or the JSON) goes to ``--output``
     or stdout; regressions and the verdict go to stderr.
+
+``specperf merge SHARD.json [SHARD.json ...] -o OUT.json``
+    Merge the ``--benchmark-json`` files of one suite run split with ``--specperf-shard I/N`` into one file that
+    every reader of a whole run accepts. Refuses shards of different suites, commits or kinds of machine, and names
+    duplicate and missing cases.
 
 Exit codes: 0 no regression; 1 a gate failed (compare only); 2 bad input (missing or malformed file, a file of
 another pytest-benchmark major version, two runs of different suites, bad thresholds or suite), with a message
@@ -89,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output", metavar="FILE", type=Path, default=None,
                          help="write there instead of stdout (github: smaller-is-better metrics go to FILE "
                               f"with suffix {SMALLER_SUFFIX})")
+    merge = commands.add_parser("merge", help="merge the shards of one run (--specperf-shard I/N) into one file")
+    merge.add_argument("shards", metavar="SHARD.json", type=Path, nargs="+", help="every shard's --benchmark-json")
+    merge.add_argument("-o", "--output", metavar="FILE", type=Path, required=True, help="the merged JSON file")
     return parser
 
 
@@ -100,6 +108,16 @@ def _run_report(args: argparse.Namespace) -> int:
 
     path = report_from_json(args.bench_json, args.out)
     sys.stdout.write(f"{path}\n")
+    return EXIT_OK
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from specperf.output.files import atomic_write
+    from specperf.output.merge import merge_runs
+
+    merged = merge_runs(args.shards)  # every check first: a refused merge writes nothing
+    atomic_write(args.output, json.dumps(merged, indent=4) + "\n")
+    sys.stdout.write(f"{args.output}\n")
     return EXIT_OK
 
 
@@ -281,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="specperf: %(levelname)s: %(message)s")
     try:
-        return _run_report(args) if args.command == "report" else _run_compare(args)
+        run = {"report": _run_report, "compare": _run_compare, "merge": _run_merge}[args.command]
+        return run(args)
     except SpecperfError as exc:
         sys.stderr.write(f"specperf: error: {exc}\n")
         return EXIT_BAD_INPUT

@@ -43,3 +43,22 @@ def build_cases(config: SuiteConfig) -> tuple[list[Case], list[Case]]:
     drafts = [Case(d, k, s, b) for s in slices for b in sizes for d in config.drafts for k in config.k
               if b == 1 or d.engine != "hf"]
     return drafts, [Case(None, 0, s, b) for s in slices for b in sizes]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` (1-based) of ``count``: a deterministic, balanced share of a suite's cases for one CI runner.
+
+    Every case id of the suite (draft and baseline cases together) is sorted, and the i-th goes to shard
+    ``i % count + 1``: the same split on every machine, shard sizes within one of each other.
+    """
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def select(self, cases: list[Case], all_ids: list[str]) -> list[Case]:
+        order = {case_id: i for i, case_id in enumerate(sorted(all_ids))}
+        return [case for case in cases if order[case.id] % self.count == self.index - 1]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from specperf.config.cases import Shard
 from specperf.config.schema import DEFAULT_CONFIG_PATH, DEVICE_PATTERN, DTYPES, MAX_BATCH_SIZE, MAX_K, MAX_NEW_TOKENS
 
 
@@ -23,6 +24,7 @@ class Options:
     slices: tuple[str, ...] | None
     batch_size: tuple[int, ...] | None
     max_new_tokens: int | None
+    shard: Shard | None
     thresholds_path: Path | None
     baseline_paths: tuple[Path, ...]  # files or directories of earlier runs; empty: floors only
     report_dir: Path | None
@@ -60,6 +62,14 @@ def parse_batch(value: str) -> tuple[int, ...]:
 def parse_new_tokens(value: str) -> int:
     (number,) = _parse_ints(value, "--specperf-max-new-tokens", "count", 1, MAX_NEW_TOKENS, "16")
     return number
+
+
+def parse_shard(value: str) -> Shard:
+    index, _, count = value.partition("/")
+    if not (index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N, got {value!r}; fix: pass e.g. "
+                                         "--specperf-shard=2/3 on the second of three runners")
+    return Shard(int(index), int(count))
 
 
 def parse_device(value: str) -> str:
@@ -111,6 +121,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="new tokens per request (default: the suite's generation.max_new_tokens)")
     group.addoption("--specperf-slice", metavar="SLICES", type=parse_list, default=None,
                     help="comma-separated dataset slices such as 0:8,random:16:seed=0 (default: the suite's)")
+    group.addoption("--specperf-shard", metavar="I/N", type=parse_shard, default=None,
+                    help="run only shard I of N: a deterministic, balanced share of the cases by stable id, for a CI "
+                         "matrix; combine the JSON files with `specperf merge` (default: every case)")
     group.addoption("--specperf-thresholds", metavar="PATH", type=parse_file, default=None,
                     help="thresholds YAML, applied over the suite's inline thresholds (default: none)")
     group.addoption("--specperf-baseline", metavar="PATH", type=parse_file_or_dir, action="append", default=None,
@@ -131,7 +144,7 @@ def read_options(config: pytest.Config) -> Options:
         config_path=path, device=config.getoption("specperf_device"), dtype=config.getoption("specperf_dtype"),
         drafts=config.getoption("specperf_drafts"), k=config.getoption("specperf_k"),
         slices=config.getoption("specperf_slice"), batch_size=config.getoption("specperf_batch"),
-        max_new_tokens=config.getoption("specperf_max_new_tokens"),
+        max_new_tokens=config.getoption("specperf_max_new_tokens"), shard=config.getoption("specperf_shard"),
         thresholds_path=config.getoption("specperf_thresholds"),
         baseline_paths=tuple(config.getoption("specperf_baseline") or ()),
         report_dir=config.getoption("specperf_report"),

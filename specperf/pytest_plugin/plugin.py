@@ -24,7 +24,7 @@ from specperf.pytest_plugin.session import SpecperfSession
 log = logging.getLogger(__name__)
 _SESSION = pytest.StashKey[SpecperfSession]()
 _OPTIONS = ("specperf_config", "specperf_device", "specperf_dtype", "specperf_drafts", "specperf_k", "specperf_batch",
-            "specperf_max_new_tokens", "specperf_slice", "specperf_thresholds", "specperf_baseline",
+            "specperf_max_new_tokens", "specperf_shard", "specperf_slice", "specperf_thresholds", "specperf_baseline",
             "specperf_report")
 
 
@@ -124,7 +124,13 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         return
     from specperf.bench.environment import environment_info
 
-    machine_info["specperf"] = environment_info(session.config)
+    machine_info["specperf"] = {**environment_info(session.config), **_shard_info(session)}
+
+
+def _shard_info(session: SpecperfSession) -> dict[str, Any]:
+    """What `specperf merge` checks: this run's shard and the whole suite's case ids."""
+    return {"shard": str(session.options.shard) if session.options.shard else None,
+            "suite_cases": session.suite_case_ids}
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -37,7 +37,13 @@ class SpecperfSession:
         self.thresholds = thresholds
         self.baseline = baseline
         self.declared = declared  # the run named a suite (option or ini): specperf is in use from the start
-        self.draft_cases, self.baseline_cases = build_cases(config)
+        self.all_draft_cases, all_baselines = build_cases(config)
+        # The whole suite's ids, whatever the shard: the merge checks them, and the timing gate shares its
+        # false-alarm rate over every draft case of the suite.
+        self.suite_case_ids = sorted(c.id for c in [*self.all_draft_cases, *all_baselines])
+        shard = options.shard
+        self.draft_cases = shard.select(self.all_draft_cases, self.suite_case_ids) if shard else self.all_draft_cases
+        self.baseline_cases = shard.select(all_baselines, self.suite_case_ids) if shard else all_baselines
         self.results: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []  # said once in the terminal summary and the report
         self._bench: SuiteBench | None = None
@@ -45,7 +51,7 @@ class SpecperfSession:
     @functools.cached_property
     def timing_gated_cases(self) -> int:
         """The draft cases of this run that the baseline holds: they share the run's timing false-alarm rate."""
-        return sum(c.id in (self.baseline or {}) for c in self.draft_cases)
+        return sum(c.id in (self.baseline or {}) for c in self.all_draft_cases)
 
     @property
     def in_use(self) -> bool:
