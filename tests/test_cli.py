@@ -162,7 +162,9 @@ def test_several_baseline_runs_gate_on_their_spread(bench_json: Path, bench_suit
     assert code == 0, err  # within the drift of main's own runs
     assert "5 baseline paths" not in out and "main-runs" in out
     slow = _with_speedup_rounds(bench_json, tmp_path / "slow.json", 0.70, "2026-11-09T00:00:00")
-    code = main(["compare", *map(str, sorted(runs.iterdir())), str(slow), "--config", str(bench_suite)])
+    (tmp_path / "timing.yaml").write_text("timing:\n  min_effect: 0.05\n")  # the suite's own floor is 0.9
+    code = main(["compare", *map(str, sorted(runs.iterdir())), str(slow), "--config", str(bench_suite),
+                 "--thresholds", str(tmp_path / "timing.yaml")])
     _, err = capsys.readouterr()
     assert code == 1
     assert "speedup regressed" in err and "5 baseline run(s)" in err and "(baseline runs)" in err

@@ -191,8 +191,9 @@ def test_sampling_suites_do_not_gate_exactness(pytester, batch):
     assert any(info["exact_match_rate"] < 1.0 for info in drafts)  # the outputs really differ from the baseline's
     assert "exact-match floor not applied" in (pytester.path / "rep" / "report.md").read_text()
     # Gated against a sampling run of its own, exactness (a random figure here) is not compared either.
+    # (--benchmark-disable: timing is not the subject here, and these tiny runs drift more than min_effect.)
     again = run(pytester, f"--specperf-batch={batch}", "--specperf-drafts=small,lookup", "--specperf-k=2",
-                "--specperf-baseline=out.json", "--specperf-slice=0:2", "-p", "no:randomly")
+                "--specperf-baseline=out.json", "--benchmark-disable")
     again.assert_outcomes(passed=3)
 
 
