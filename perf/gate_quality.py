@@ -157,17 +157,21 @@ def false_alarms(rule: Rule, unchanged: list[Run], cid: str, n_cases: int) -> tu
     return vs_ref, pairs, loo
 
 
-def smallest_caught(rule: Rule, unchanged: list[Run], cid: str, n_cases: int, multi: bool) -> int | None:
-    """Smallest slowdown (whole percent) that every unchanged run, scaled, fails: against the reference
-    (multi=False) or against all the other runs (multi=True). None if beyond MAX_SLOWDOWN_PCT."""
+def caught(rule: Rule, unchanged: list[Run], cid: str, n_cases: int, multi: bool, slowdown: float) -> tuple[int, int]:
+    """(unchanged runs that fail when scaled ``slowdown`` slower, runs tested): each against the reference
+    (multi=False) or against all the other runs (multi=True)."""
     rounds = [run[cid]["speedup_rounds"] for run in unchanged]
-
-    def baseline(i: int) -> list[list[float]]:
-        return rounds[:i] + rounds[i + 1:] if multi else [rounds[0]]
-
     tested = range(len(rounds)) if multi else range(1, len(rounds))
+    hits = sum(rule(scaled(rounds[i], slowdown), rounds[:i] + rounds[i + 1:] if multi else [rounds[0]], n_cases)
+               for i in tested)
+    return hits, len(tested)
+
+
+def smallest_caught(rule: Rule, unchanged: list[Run], cid: str, n_cases: int, multi: bool) -> int | None:
+    """Smallest slowdown (whole percent) that every unchanged run, scaled, fails. None if beyond MAX_SLOWDOWN_PCT."""
     for pct in range(1, MAX_SLOWDOWN_PCT + 1):
-        if all(rule(scaled(rounds[i], pct / 100), baseline(i), n_cases) for i in tested):
+        hits, tested = caught(rule, unchanged, cid, n_cases, multi, pct / 100)
+        if hits == tested:
             return pct
     return None
 
@@ -189,15 +193,6 @@ def false_alarm_table(rules: dict[str, Rule], unchanged: list[Run], case_ids: li
     return lines
 
 
-def caught_at(rule: Rule, unchanged: list[Run], cid: str, n_cases: int, multi: bool, slowdown: float) -> str:
-    """How many unchanged runs, scaled ``slowdown`` slower, fail: against the reference or all the other runs."""
-    rounds = [run[cid]["speedup_rounds"] for run in unchanged]
-    tested = range(len(rounds)) if multi else range(1, len(rounds))
-    hits = sum(rule(scaled(rounds[i], slowdown), rounds[:i] + rounds[i + 1:] if multi else [rounds[0]], n_cases)
-               for i in tested)
-    return f"{hits}/{len(tested)}"
-
-
 def power_table(rules: dict[str, Rule], unchanged: list[Run], case_ids: list[str]) -> list[str]:
     runs, n = len(unchanged), len(case_ids)
     cols = [f"{name}: {label}" for name in rules for label in (
@@ -208,8 +203,8 @@ def power_table(rules: dict[str, Rule], unchanged: list[Run], case_ids: list[str
         cells = []
         for rule in rules.values():
             one, many = (smallest_caught(rule, unchanged, cid, n, multi) for multi in (False, True))
-            cells += [caught_at(rule, unchanged, cid, n, False, 0.15), caught_at(rule, unchanged, cid, n, True, 0.15),
-                      f"{_pct(one)} / {_pct(many)}"]
+            cells += ["{}/{}".format(*caught(rule, unchanged, cid, n, multi, 0.15)) for multi in (False, True)]
+            cells.append(f"{_pct(one)} / {_pct(many)}")
         lines.append(f"| {cid} | " + " | ".join(cells) + " |")
     return lines
 
