@@ -99,7 +99,18 @@ def load_bench_json(path: str | Path, *, role: str = "benchmark file") -> BenchR
     ``version``) is a ConfigError that says what to pass instead; ``role`` names the file in it.
     """
     file = Path(path)
+    return bench_run(_read_json(file, role), file, role)
+
+
+def read_bench_document(path: str | Path, *, role: str) -> tuple[dict[str, Any], BenchRun]:
+    """The parsed JSON document of a ``--benchmark-json`` file and its validated :class:`BenchRun`, read once."""
+    file = Path(path)
     data = _read_json(file, role)
+    return data, bench_run(data, file, role)
+
+
+def bench_run(data: Any, file: Path, role: str) -> BenchRun:
+    """Validate a parsed ``--benchmark-json`` document (see :func:`load_bench_json`)."""
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ConfigError(f"{role} {file} has no 'benchmarks' list: it is not a pytest-benchmark JSON "
                           "file; fix: pass the file written by `pytest perf/ --benchmark-json=FILE`")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from specperf.errors import ConfigError
-from specperf.output.benchfile import load_bench_json
+from specperf.output.benchfile import read_bench_document
 
 _SHOW = 4  # case ids quoted in an error message
 
@@ -65,9 +65,9 @@ def merge_runs(paths: Sequence[Path]) -> dict[str, Any]:
     """One pytest-benchmark JSON document holding every shard's benchmarks; ConfigError when they do not fit."""
     if len(paths) < 2:
         raise ConfigError("merge needs at least two shard files; fix: pass every shard's --benchmark-json file")
-    files = [Path(p) for p in paths]
-    runs = [(file, load_bench_json(file, role="shard").cases) for file in files]  # validates each file first
-    documents = [(file, json.loads(file.read_text(encoding="utf-8"))) for file in files]
+    read = [(Path(p), *read_bench_document(p, role="shard")) for p in paths]  # each file read and validated once
+    runs = [(file, run.cases) for file, _, run in read]
+    documents = [(file, data) for file, data, _ in read]
     infos = [(file, _specperf_info(data, file)) for file, data in documents]
     _same([(f, i["config_hash"]) for f, i in infos], "suites (config hashes)",
           "merge shards of one suite run, with the same options")
