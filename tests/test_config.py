@@ -291,6 +291,11 @@ def test_inline_thresholds_and_floors_for() -> None:
     assert thresholds.timing == TimingGate(alpha=0.01, min_effect=0.05)
 
 
+def test_timing_gate_keys_parse() -> None:
+    config = parse_config(with_change("thresholds.timing", {"run_sd": 0.03, "min_runs": 5}))
+    assert config.thresholds.timing == TimingGate(alpha=0.05, min_effect=0.05, run_sd=0.03, min_runs=5)
+
+
 def test_thresholds_naming_an_unknown_draft() -> None:
     config_error(with_change("thresholds.drafts", {"draft-smal": {"min_speedup": 1.3}}),
                  "thresholds.drafts: unknown draft 'draft-smal'", "did you mean 'draft-small'?",
@@ -303,6 +308,9 @@ def test_thresholds_naming_an_unknown_draft() -> None:
     ("thresholds.timing.alpha", 1.0, "a number in (0, 1)"),
     ("thresholds.timing.alpha", "0.01", "got '0.01' (str)"),
     ("thresholds.timing.min_effect", 1.5, "a number in [0, 1]"),
+    ("thresholds.timing.run_sd", -0.01, "a number in [0, 1]"),
+    ("thresholds.timing.min_runs", 1, "an integer in 2..1000"),
+    ("thresholds.timing.min_runs", 2.5, "an integer in 2..1000"),
     ("thresholds.default.min_acceptance", 1.5, "a number in [0, 1]"),
     ("thresholds.default.min_speedup", float("nan"), "finite"),
     ("thresholds.tolerances.acceptance", None, "got None (null)"),
