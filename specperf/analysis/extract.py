@@ -86,6 +86,15 @@ def _position_acceptance(last: list[DecodeResult]) -> list[float | None] | None:
     return stats.rate(accepted, proposed)
 
 
+def _accept_counts(record: CaseRecord) -> list[int] | None:
+    """The engine's per-step histogram where it reports one for every request (specperf, vLLM), else the audit's;
+    None when neither exists (a vLLM method the audit cannot replay)."""
+    last = record.rounds[-1]
+    if all(r.accept_counts is not None for r in last):
+        return stats.merge_counts([r.accept_counts or [] for r in last])
+    return stats.merge_counts([a.accept_counts for a in record.audits]) if record.audits else None
+
+
 def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
     """Draft acceptance (vLLM's accepted / proposed), agreement (alpha) and tokens per verifier call."""
     pairs, audits, last = _acceptance_pairs(record), record.audits, record.rounds[-1]
@@ -107,7 +116,7 @@ def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
         "agreement_p95": agree.p95 if agree else None,
         "alpha": matched / positions if positions else None,
         "mean_accepted_length": sum(r.new_tokens for r in last) / sum(r.verifier_calls for r in last),
-        "accept_counts": stats.merge_counts([a.accept_counts for a in audits]),
+        "accept_counts": _accept_counts(record),
         "position_acceptance": _position_acceptance(last),
     }
 

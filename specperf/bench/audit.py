@@ -59,6 +59,46 @@ def replay_blocks(matches: list[bool], k: int, max_new_tokens: int) -> tuple[int
     return proposed, accepted, counts
 
 
+def replay_full_blocks(matches: list[bool], k: int, n_tokens: int) -> tuple[int, int, list[int]]:
+    """vLLM's block structure: every step drafts k tokens, even past max_tokens, and counts the leading ones the
+    draft got right; ``matches`` must reach k - 1 positions past the output (the verifier's continuation)."""
+    proposed = accepted = 0
+    counts = [0] * (k + 1)
+    pos = 1
+    while pos < n_tokens:
+        n = 0
+        while n < k and matches[pos - 1 + n]:
+            n += 1
+        proposed, accepted = proposed + k, accepted + n
+        counts[n] += 1
+        pos += n + 1
+    return proposed, accepted, counts
+
+
+@torch.inference_mode()
+def verifier_continuation(verifier: torch.nn.Module, prompt_ids: list[int], tokens: list[int], n: int) -> list[int]:
+    """The verifier's next ``n`` greedy tokens after prompt + tokens (KV-cached): what a verify step saw beyond
+    the end of the output."""
+    device = next(verifier.parameters()).device
+    ids = torch.tensor([prompt_ids + tokens], device=device)  # (1, T + len(tokens))
+    out, extra = verifier(input_ids=ids, use_cache=True, logits_to_keep=1), []
+    for step in range(n):
+        token = out.logits[0, -1].argmax()  # ()
+        extra.append(int(token))
+        if step + 1 < n:
+            out = verifier(input_ids=token.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+    return extra
+
+
+def audit_vllm_model_draft(draft: torch.nn.Module, verifier: torch.nn.Module, prompt_ids: list[int],
+                           tokens: list[int], *, k: int) -> Audit:
+    """Agreement along the output, and acceptance recomputed as vLLM counts it (full blocks to the last step)."""
+    tail = verifier_continuation(verifier, prompt_ids, tokens, k) if tokens else []
+    matches = draft_matches(draft, prompt_ids, tokens + tail)
+    proposed, accepted, counts = replay_full_blocks(matches, k, len(tokens))
+    return Audit(matches[: max(0, len(tokens) - 1)], proposed, accepted, counts)
+
+
 def audit_model_draft(draft: torch.nn.Module, prompt_ids: list[int], tokens: list[int], *, k: int,
                       max_new_tokens: int) -> Audit:
     """Agreement and recomputed greedy acceptance of a draft model along a decoded sequence."""
@@ -119,8 +159,13 @@ def audit_case(runner: CaseRunner, case: Case, results: list[DecodeResult]) -> l
     store, gen = runner.store, runner.store.config.generation
     prompts = store.prompts(case.slice).ids
     audits = []
+    vllm_model = case.draft.engine == "vllm" and case.draft.drafter == "model"
     for prompt, result in zip(prompts, results):
-        if case.draft.drafter == "prompt-lookup" or runner.interventions.replays_drafter:
+        if vllm_model:
+            assert case.draft.model is not None
+            audit = audit_vllm_model_draft(store.model(case.draft.model).model, store.verifier.model, prompt,
+                                           result.tokens, k=case.k)
+        elif case.draft.drafter == "prompt-lookup" or runner.interventions.replays_drafter:
             audit = audit_drafter(runner.new_drafter(case.draft), prompt, result.tokens, k=case.k,
                                   max_new_tokens=gen.max_new_tokens)
         else:
@@ -128,7 +173,9 @@ def audit_case(runner: CaseRunner, case: Case, results: list[DecodeResult]) -> l
             audit = audit_model_draft(store.model(case.draft.model).model, prompt, result.tokens, k=case.k,
                                       max_new_tokens=gen.max_new_tokens)
         audits.append(audit)
-    if gen.temperature == 0.0 and case.draft.engine == "specperf":
+    # Greedy counters are fully determined by the tokens: specperf's own, and vLLM's draft models (its n-gram
+    # lookup matches differently from specperf's, so its audit is a comparison, not a check).
+    if gen.temperature == 0.0 and (case.draft.engine == "specperf" or vllm_model):
         check_counters(case, results, audits)
     return audits
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specperf.bench.interventions import GroupFn, Interventions
 from specperf.bench.store import ModelStore
@@ -21,6 +21,9 @@ from specperf.engine.drafters.prompt_lookup import PromptLookupDrafter
 from specperf.engine.forward import vocab_size
 from specperf.engine.hf import hf_assisted_decode
 from specperf.records import DecodeResult
+
+if TYPE_CHECKING:
+    from specperf.bench.vllm_cases import VllmCases
 
 
 @dataclass
@@ -39,6 +42,23 @@ class CaseRunner:
         self.store = store
         self.interventions = interventions or Interventions()
         self._drafters: dict[str, Drafter] = {}
+        self._vllm: VllmCases | None = None
+        self._references: dict[str, list[DecodeResult]] = {}
+
+    @property
+    def vllm(self) -> VllmCases:
+        """The vLLM side, created by the first vLLM case (vLLM is imported only then)."""
+        if self._vllm is None:
+            from specperf.bench.vllm_cases import VllmCases
+
+            self._vllm = VllmCases(self.store)
+        return self._vllm
+
+    def close(self) -> None:
+        """Shut down every engine the session started (vLLM's run in their own processes)."""
+        if self._vllm is not None:
+            self._vllm.close()
+            self._vllm = None
 
     def drafter(self, spec: DraftSpec) -> Drafter:
         if spec.name not in self._drafters:
@@ -63,6 +83,8 @@ class CaseRunner:
         gen, verifier = self.store.config.generation, self.store.verifier.model
         common: dict[str, Any] = dict(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
                                       eos_token_id=self.store.eos())
+        if case.draft is not None and case.draft.engine == "vllm":
+            return self.interventions.wrap_decode(case, self.vllm.group_fn(case, speculative=True))
         drafter = self.drafter(case.draft) if case.draft is not None and case.draft.engine != "hf" else None
         if case.batch_size > 1:
             def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
@@ -81,9 +103,25 @@ class CaseRunner:
 
     def pass_fn(self, case: Case) -> Callable[[], list[DecodeResult]]:
         """Decode every prompt of the case's slice once, batch_size requests at a time, in slice order."""
-        fn, prompts, size = self.decode_fn(case), self.store.prompts(case.slice).ids, case.batch_size
+        return self._pass(case, self.decode_fn(case))
+
+    def baseline_pass_fn(self, case: Case) -> Callable[[], list[DecodeResult]]:
+        """The verifier-only pass a draft case is paired with: the same engine without a draft (for vLLM, an
+        engine with the same arguments and no speculative config)."""
+        if case.draft is not None and case.draft.engine == "vllm":
+            return self._pass(case, self.vllm.group_fn(case, speculative=False))
+        return self.pass_fn(case.baseline)
+
+    def _pass(self, case: Case, fn: GroupFn) -> Callable[[], list[DecodeResult]]:
+        prompts, size = self.store.prompts(case.slice).ids, case.batch_size
         groups = [(i, prompts[i : i + size]) for i in range(0, len(prompts), size)]
         return lambda: [r for i, group in groups for r in fn(i, group)]
+
+    def reference(self, slice_name: str) -> list[DecodeResult]:
+        """specperf's verifier-only decoding of a slice, once per session: the tokens every engine must match."""
+        if slice_name not in self._references:
+            self._references[slice_name] = self.pass_fn(Case(None, 0, slice_name))()
+        return self._references[slice_name]
 
     def _kept(self, rounds: list[list[DecodeResult]], benchmark: Any) -> list[list[DecodeResult]]:
         """The timed rounds. --benchmark-disable runs the target once, with no warm-up: that one round is kept."""
@@ -106,7 +144,7 @@ class CaseRunner:
         Pairing the rounds makes machine drift hit both sides, so per-round speedups can be compared.
         """
         timing = self.store.config.timing
-        decode_pass, baseline_pass = self.pass_fn(case), self.pass_fn(case.baseline)
+        baseline_pass, decode_pass = self.baseline_pass_fn(case), self.pass_fn(case)
         rounds: list[list[DecodeResult]] = []
         base_rounds: list[list[DecodeResult]] = []
 

@@ -55,9 +55,18 @@ class SuiteBench:
         runs = self.runner.benchmark_case(case, benchmark)
         record = self._record(case, runs)
         last, base_last = runs.rounds[-1], runs.baseline_rounds[-1]
-        record.audits = audit_case(self.runner, case, last)
-        record.first_divergence, record.divergence_margins = divergences(self.runner, case, base_last, last)
-        if case.draft.drafter == "model" and case.draft.model is not None:
+        vllm = case.draft.engine == "vllm"
+        if not vllm or self.runner.vllm.audited(case):
+            record.audits = audit_case(self.runner, case, last)
+        # Exactness is against specperf's verifier-only tokens for every engine (vLLM's baseline is vLLM's own).
+        reference = self.runner.reference(case.slice) if vllm else base_last
+        record.first_divergence, record.divergence_margins = divergences(self.runner, case, reference, last)
+        if case.draft.drafter == "model" and case.draft.model is not None and (not vllm or record.audits):
             record.draft_params = self.store.model(case.draft.model).n_params
-        record.step_costs = self.costs.case_costs(case)
+        # The step costs are of specperf's own forwards; they say nothing about vLLM's kernels.
+        record.step_costs = None if vllm else self.costs.case_costs(case)
         return record
+
+    def close(self) -> None:
+        """Shut down what the session started outside this process (vLLM engines)."""
+        self.runner.close()

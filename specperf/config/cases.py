@@ -5,6 +5,7 @@ Torch-free: the plugin builds the cases at configure time, before any model load
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from specperf.config.schema import DraftSpec, SuiteConfig
@@ -38,10 +39,21 @@ def build_cases(config: SuiteConfig) -> tuple[list[Case], list[Case]]:
     """(draft cases, baseline cases): every (draft, k, slice, batch size), and one baseline per (slice, batch size).
 
     transformers' assisted generation decodes one request at a time, so HF-engine drafts run at batch size 1 only.
+    vLLM cases come last, grouped by engine (arguments, draft, k), so that each vLLM engine starts once and at most
+    one speculative engine and its verifier-only twin are alive at a time.
     """
     slices, sizes = list(config.dataset.slices), list(config.batch_size)
     drafts = [Case(d, k, s, b) for s in slices for b in sizes for d in config.drafts for k in config.k
               if b == 1 or d.engine != "hf"]
+    order = {d.name: i for i, d in enumerate(config.drafts)}
+
+    def engine_group(case: Case) -> tuple[str, int, int]:
+        assert case.draft is not None
+        return repr(dataclasses.replace(config.vllm_for(case.draft), speculative_config=())), \
+            order[case.draft.name], case.k
+
+    vllm = sorted((c for c in drafts if c.draft is not None and c.draft.engine == "vllm"), key=engine_group)
+    drafts = [c for c in drafts if c.draft is None or c.draft.engine != "vllm"] + vllm
     return drafts, [Case(None, 0, s, b) for s in slices for b in sizes]
 
 

@@ -37,6 +37,7 @@ from specperf.config.sections import (
     _select_drafts,
 )
 from specperf.config.thresholds import _parse_thresholds
+from specperf.config.vllm import parse_vllm
 from specperf.config.yaml_io import read_yaml
 from specperf.errors import ConfigError
 
@@ -75,6 +76,7 @@ def parse_config(data: object, *, source: str = "<config>") -> SuiteConfig:
         generation=_parse_generation(top.get("generation"), at.key("generation")),
         timing=_parse_timing(top.get("timing"), at.key("timing")),
         thresholds=_parse_thresholds(top.get("thresholds"), at.key("thresholds"), [d.name for d in drafts]),
+        vllm=parse_vllm(top.get("vllm"), at.key("vllm")),
     )
 
 

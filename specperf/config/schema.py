@@ -19,7 +19,7 @@ DEFAULT_CONFIG_PATH = SUITES_DIR / "embedded.yaml"
 
 DTYPES = ("float32", "float16", "bfloat16")
 DRAFTERS = ("model", "prompt-lookup")
-ENGINES = ("specperf", "hf")
+ENGINES = ("specperf", "hf", "vllm")
 EMBEDDED_PREFIX = "embedded:"
 # The embedded family (specperf/embedded/weights): the one list, read by the loader and the validator.
 EMBEDDED_MODELS = ("verifier", "draft-small", "draft-medium", "draft-large")
@@ -92,6 +92,41 @@ class Thresholds:
         return dataclasses.replace(self.default, **changes)
 
 
+# vLLM's executors (vllm.config.ParallelConfig.distributed_executor_backend); "ray" spans the nodes of a Ray cluster.
+VLLM_EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
+# speculative_config keys the suite sets itself: num_speculative_tokens is the case's k.
+VLLM_RESERVED_SPEC_KEYS = ("num_speculative_tokens",)
+MAX_PARALLEL = 4096  # tensor/pipeline parallel sizes
+
+
+@dataclass(frozen=True)
+class VllmSpec:
+    """Arguments for ``vllm.LLM(...)`` of a draft with ``engine: vllm`` (and of its verifier-only baseline).
+
+    None leaves the choice to specperf's device default (``gpu_memory_utilization``, ``max_num_seqs``,
+    ``max_model_len``, ``enforce_eager``: README, "vLLM engine") or to vLLM. A draft's own mapping overrides the
+    suite's key by key; ``speculative_config`` extras merge key by key too.
+    """
+
+    tensor_parallel_size: int | None = None  # GPUs (CPU: worker processes) the verifier is split across
+    pipeline_parallel_size: int | None = None  # pipeline stages (nodes, with distributed_executor_backend: ray)
+    distributed_executor_backend: str | None = None  # mp | ray | uni | external_launcher; None = vLLM's choice
+    gpu_memory_utilization: float | None = None  # fraction of device memory (CPU: of the NUMA node) per engine
+    max_num_seqs: int | None = None  # requests decoded together; at least the largest batch_size
+    max_model_len: int | None = None  # context window vLLM plans for; None = prompt + max_new_tokens + k room
+    enforce_eager: bool | None = None  # no CUDA graphs / torch.compile; None = true on CPU, vLLM's default on GPU
+    speculative_config: tuple[tuple[str, str | int | float | bool | None], ...] = ()  # extras, sorted by key
+
+    def merged(self, override: VllmSpec | None) -> VllmSpec:
+        """This spec with ``override``'s set (non-None) values applied, speculative_config merged key by key."""
+        if override is None:
+            return self
+        changes = {f.name: getattr(override, f.name) for f in dataclasses.fields(VllmSpec)
+                   if f.name != "speculative_config" and getattr(override, f.name) is not None}
+        extras = dict(self.speculative_config) | dict(override.speculative_config)
+        return dataclasses.replace(self, **changes, speculative_config=tuple(sorted(extras.items())))
+
+
 @dataclass(frozen=True)
 class DraftSpec:
     """One draft: a model (or prompt lookup) and the engine that runs it."""
@@ -99,9 +134,10 @@ class DraftSpec:
     name: str  # unique; appears in test ids
     model: str | None = None  # hub id, local path or embedded:NAME; None for prompt-lookup
     drafter: str = "model"  # model | prompt-lookup
-    engine: str = "specperf"  # specperf | hf (transformers assisted generation)
+    engine: str = "specperf"  # specperf | hf (transformers assisted generation) | vllm
     max_ngram: int = 3  # prompt-lookup: longest n-gram matched
     min_ngram: int = 1  # prompt-lookup: shortest n-gram matched
+    vllm: VllmSpec | None = None  # engine vllm: overrides of the suite's vllm mapping
 
 
 @dataclass(frozen=True)
@@ -151,6 +187,16 @@ class SuiteConfig:
     generation: GenerationSpec = GenerationSpec()  # decoding settings
     timing: TimingSpec = TimingSpec()  # rounds per case
     thresholds: Thresholds = Thresholds()  # CI gates
+    vllm: VllmSpec = VllmSpec()  # engine arguments of every engine: vllm draft (a draft's own mapping overrides)
+
+    def vllm_for(self, draft: DraftSpec) -> VllmSpec:
+        """The vLLM arguments of ``draft``: the suite's mapping with the draft's own on top."""
+        return self.vllm.merged(draft.vllm)
+
+    @property
+    def uses_vllm(self) -> bool:
+        """Whether any draft runs on vLLM (which then must be installed)."""
+        return any(d.engine == "vllm" for d in self.drafts)
 
     @property
     def draft_names(self) -> tuple[str, ...]:
@@ -175,3 +221,4 @@ DATASET_KEYS = tuple(f.name for f in dataclasses.fields(DatasetSpec))
 GENERATION_KEYS = tuple(f.name for f in dataclasses.fields(GenerationSpec))
 TIMING_KEYS = tuple(f.name for f in dataclasses.fields(TimingSpec))
 TOP_KEYS = tuple(f.name for f in dataclasses.fields(SuiteConfig))
+VLLM_KEYS = tuple(f.name for f in dataclasses.fields(VllmSpec))

@@ -48,6 +48,7 @@ from specperf.config.schema import (
     GenerationSpec,
     TimingSpec,
 )
+from specperf.config.vllm import parse_vllm
 from specperf.data.fit import POLICIES
 from specperf.data.records import DEFAULT_TEMPLATE, render_prompt
 from specperf.data.slices import parse_slice
@@ -86,8 +87,11 @@ def _check_draft(draft: DraftSpec, data: Mapping[str, Any], at: _At) -> None:
         raise at.key("model").error(draft.model, "no model for drafter 'prompt-lookup'",
                                     "remove model, or set drafter: model")
     if draft.drafter == "prompt-lookup" and draft.engine == "hf":
-        raise at.key("engine").error(draft.engine, "engine 'specperf' for drafter 'prompt-lookup'",
+        raise at.key("engine").error(draft.engine, "engine 'specperf' or 'vllm' for drafter 'prompt-lookup'",
                                      "remove engine (hf runs model drafts only), or set drafter: model")
+    if draft.vllm is not None and draft.engine != "vllm":
+        raise at.key("vllm").error(data["vllm"], f"no vllm mapping for engine {draft.engine!r}",
+                                   "remove it, or set engine: vllm")
     _check_ngrams(draft, data, at)
 
 
@@ -108,6 +112,7 @@ def _parse_draft(value: object, at: _At) -> DraftSpec:
         engine=_choice(data.get("engine", DRAFT_DEFAULTS["engine"]), at.key("engine"), ENGINES),
         max_ngram=_int(data.get("max_ngram", DRAFT_DEFAULTS["max_ngram"]), at.key("max_ngram"), 1, MAX_NGRAM),
         min_ngram=_int(data.get("min_ngram", DRAFT_DEFAULTS["min_ngram"]), at.key("min_ngram"), 1, MAX_NGRAM),
+        vllm=parse_vllm(data["vllm"], at.key("vllm")) if "vllm" in data else None,
     )
     _check_draft(draft, data, at)
     return draft

