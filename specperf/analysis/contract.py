@@ -40,6 +40,12 @@ class BaseInfo(TypedDict):
     tpot_p50: float | None
     throughput_aggregate: float
     round_s: list[float]
+    time_verifier_per_token: float | None  # s/token, from the untimed instrumented pass (None for vLLM)
+    time_draft_per_token: float | None
+    time_other_per_token: float | None
+    time_verifier_share: float | None  # of the instrumented pass's wall
+    time_draft_share: float | None
+    time_other_share: float | None
 
 
 class DraftInfo(BaseInfo):
@@ -50,14 +56,19 @@ class DraftInfo(BaseInfo):
     acceptance_mean: float | None
     acceptance_p50: float | None
     acceptance_p95: float | None
+    acceptance_samples: int  # requests behind acceptance_mean/p50/p95
+    acceptance_per_request: list[float]
+    acceptance_sample_slice: str
+    agreement_samples: int
     acceptance_aggregate: float | None
     audit_acceptance_aggregate: float | None
+    replay_acceptance_aggregate: float | None
     agreement_mean: float | None
     agreement_p50: float | None
     agreement_p95: float | None
     alpha: float | None
     mean_accepted_length: float
-    accept_counts: list[int]
+    accept_counts: list[int] | None
     position_acceptance: Rates | None
     speedup: float
     speedup_aggregate: float
@@ -74,12 +85,19 @@ class DraftInfo(BaseInfo):
     verify_cost: float | None
     expected_speedup: float | None
     efficiency: float | None
+    speedup_bound: float | None
+    bound_efficiency: float | None
+    predicted_tokens_per_call_by_k: dict[str, float] | None
+    predicted_speedup_by_k: dict[str, float] | None
+    best_k: int | None
 
 
 # Keys whose values are rates: each value (or each list item) lies in 0..1 when not None.
 RATE_KEYS = ("acceptance_mean", "acceptance_p50", "acceptance_p95", "acceptance_aggregate",
-             "audit_acceptance_aggregate", "agreement_mean", "agreement_p50", "agreement_p95", "alpha",
-             "position_acceptance", "exact_match_rate", "exact_or_near_tie_rate", "exact_match_gated")
+             "audit_acceptance_aggregate", "replay_acceptance_aggregate", "acceptance_per_request",
+             "agreement_mean", "agreement_p50", "agreement_p95", "alpha",
+             "position_acceptance", "exact_match_rate", "exact_or_near_tie_rate", "exact_match_gated",
+             "time_verifier_share", "time_draft_share", "time_other_share")
 
 
 def contract_keys() -> set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from specperf.analysis import stats
+from specperf.analysis.predict import prediction_metrics
 from specperf.records import CaseRecord, DecodeResult
 
 # Largest verifier logit gap at a divergence that still counts as a near-tie, per dtype. Half precision keeps
@@ -52,6 +53,21 @@ def flops(n_params: int, tokens: int | None) -> float | None:
     return None if tokens is None else 2.0 * n_params * tokens
 
 
+def breakdown_metrics(record: CaseRecord) -> dict[str, Any]:
+    """Where the wall time goes (the untimed instrumented pass): seconds per new token and shares of wall in
+    verifier forwards, draft forwards or lookup, and the rest of the loop. None where it was not measured."""
+    split = record.time_split
+    parts = ("verifier", "draft", "other")
+    if split is None or split.new_tokens == 0 or split.wall_s <= 0:
+        return {f"time_{p}_{unit}": None for p in parts for unit in ("per_token", "share")}
+    seconds = {"verifier": split.verifier_s, "draft": split.draft_s, "other": split.other_s}
+    out: dict[str, Any] = {}
+    for part in parts:
+        out[f"time_{part}_per_token"] = seconds[part] / split.new_tokens
+        out[f"time_{part}_share"] = min(1.0, seconds[part] / split.wall_s)
+    return out
+
+
 def base_metrics(record: CaseRecord) -> dict[str, Any]:
     """What every case reports, the baseline included."""
     ctx, last = record.context, record.rounds[-1]
@@ -67,6 +83,7 @@ def base_metrics(record: CaseRecord) -> dict[str, Any]:
         "injected_faults": ctx.injected_faults,
         "flops_per_token": verifier_flops / new_tokens if verifier_flops is not None else None,
         **timing_metrics(record.rounds, record.batch_size),
+        **breakdown_metrics(record),
     }
 
 
@@ -95,22 +112,42 @@ def _accept_counts(record: CaseRecord) -> list[int] | None:
     return stats.merge_counts([a.accept_counts for a in record.audits]) if record.audits else None
 
 
+def _sample_rates(record: CaseRecord) -> list[float]:
+    """Per-request acceptance over the statistics' sample: the greedy replay of the acceptance slice when there is
+    one, else the timed requests' own counters (the engine's, or the audit's where the engine hides them)."""
+    if record.replay_audits:
+        return [a.accepted / a.proposed for a in record.replay_audits if a.proposed]
+    return [a / p for a, p in _acceptance_pairs(record) if p]
+
+
 def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
-    """Draft acceptance (vLLM's accepted / proposed), agreement (alpha) and tokens per verifier call."""
+    """Draft acceptance (vLLM's accepted / proposed), agreement (alpha) and tokens per verifier call.
+
+    The per-request statistics (mean, p50, p95, agreement, alpha) are over the greedy replay of the acceptance
+    slice when there is one (``acceptance_samples`` requests); the aggregates are the timed requests' own: the
+    engine's counters, and the audit's recomputation of them."""
     pairs, audits, last = _acceptance_pairs(record), record.audits, record.rounds[-1]
-    rates = [a / p for a, p in pairs if p]
+    sample = record.replay_audits or audits
+    rates = _sample_rates(record)
     accepted, proposed = sum(a for a, _ in pairs), sum(p for _, p in pairs)
     summary = stats.summarize(rates) if rates else None
-    agreements = [a.agreement for a in audits if a.agreement is not None]
+    agreements = [a.agreement for a in sample if a.agreement is not None]
     agree = stats.summarize(agreements) if agreements else None
-    matched, positions = sum(sum(a.matches) for a in audits), sum(len(a.matches) for a in audits)
+    matched, positions = sum(sum(a.matches) for a in sample), sum(len(a.matches) for a in sample)
     audit_proposed = sum(a.proposed for a in audits)
+    replay_proposed = sum(a.proposed for a in record.replay_audits)
     return {
         "acceptance_mean": summary.mean if summary else None,
         "acceptance_p50": summary.p50 if summary else None,
         "acceptance_p95": summary.p95 if summary else None,
+        "acceptance_samples": len(rates),
+        "acceptance_per_request": rates,
+        "acceptance_sample_slice": record.replay_slice if record.replay_audits else record.slice,
+        "agreement_samples": len(agreements),
         "acceptance_aggregate": accepted / proposed if proposed else None,
         "audit_acceptance_aggregate": sum(a.accepted for a in audits) / audit_proposed if audit_proposed else None,
+        "replay_acceptance_aggregate": (sum(a.accepted for a in record.replay_audits) / replay_proposed
+                                        if replay_proposed else None),
         "agreement_mean": agree.mean if agree else None,
         "agreement_p50": agree.p50 if agree else None,
         "agreement_p95": agree.p95 if agree else None,
@@ -190,6 +227,7 @@ def case_metrics(record: CaseRecord) -> dict[str, Any]:
     out.update(comparison_metrics(record))
     out.update(divergence_metrics(record))
     out.update(theory_metrics(record, out["alpha"], out["speedup"]))
+    out.update(prediction_metrics(record, out["speedup"]))
     return out
 
 

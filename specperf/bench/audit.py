@@ -59,6 +59,19 @@ def replay_blocks(matches: list[bool], k: int, max_new_tokens: int) -> tuple[int
     return proposed, accepted, counts
 
 
+def block_calls(matches: list[bool], k: int, max_new_tokens: int) -> int:
+    """Verifier calls (the prefill included) specperf's greedy loop makes to emit len(matches) + 1 tokens at block
+    size k, the draft's teacher-forced ``matches`` being known: the same block structure as :func:`replay_blocks`."""
+    n_tokens, calls, pos = len(matches) + 1, 1, 1
+    while pos < n_tokens:
+        block = min(k, max_new_tokens - pos - 1)
+        n = 0
+        while n < block and pos + n < n_tokens and matches[pos - 1 + n]:
+            n += 1
+        calls, pos = calls + 1, pos + n + 1
+    return calls
+
+
 def replay_full_blocks(matches: list[bool], k: int, n_tokens: int) -> tuple[int, int, list[int]]:
     """vLLM's block structure: every step drafts k tokens, even past max_tokens, and counts the leading ones the
     draft got right; ``matches`` must reach k - 1 positions past the output (the verifier's continuation)."""
@@ -104,7 +117,7 @@ def audit_model_draft(draft: torch.nn.Module, prompt_ids: list[int], tokens: lis
     """Agreement and recomputed greedy acceptance of a draft model along a decoded sequence."""
     matches = draft_matches(draft, prompt_ids, tokens)
     proposed, accepted, counts = replay_blocks(matches, k, max_new_tokens)
-    return Audit(matches, proposed, accepted, counts)
+    return Audit(matches, proposed, accepted, counts, calls=block_calls(matches, k, max_new_tokens) if tokens else 0)
 
 
 def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *, k: int,
@@ -119,8 +132,9 @@ def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *,
     proposed = accepted = 0
     counts = [0] * (k + 1)
     matches: list[bool] = []
-    pos = 1
+    pos, calls = 1, 1
     while pos < len(tokens):
+        calls += 1
         block = min(k, max_new_tokens - pos - 1)
         drafted = drafter.propose(seq, torch.tensor(seq[-1:]), block).tokens.tolist() if block else []
         n = 0
@@ -133,7 +147,7 @@ def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *,
         drafter.rollback(len(seq) + n)
         seq.extend(tokens[pos : pos + n + 1])
         pos += n + 1
-    return Audit(matches, proposed, accepted, counts)
+    return Audit(matches, proposed, accepted, counts, calls=calls if tokens else 0)
 
 
 @torch.inference_mode()
@@ -153,29 +167,35 @@ def divergence_margin(verifier: torch.nn.Module, prompt_ids: list[int], referenc
     return float(logits[reference[position]] - logits[other[position]])
 
 
-def audit_case(runner: CaseRunner, case: Case, results: list[DecodeResult]) -> list[Audit]:
-    """Replay each request's tokens through the case's draft, teacher-forced; check greedy counters exactly."""
+def audit_case(runner: CaseRunner, case: Case, results: list[DecodeResult], *, prompts: list[list[int]] | None = None,
+               k: int | None = None, check: bool = True) -> list[Audit]:
+    """Replay each request's tokens through the case's draft, teacher-forced; check greedy counters exactly.
+
+    ``prompts`` default to the case's slice and ``k`` to the case's; ``check=False`` replays tokens that the
+    engine did not produce (the acceptance slice's verifier-only output), whose counters there are none to check.
+    """
     assert case.draft is not None
     store, gen = runner.store, runner.store.config.generation
-    prompts = store.prompts(case.slice).ids
+    prompts = store.prompts(case.slice).ids if prompts is None else prompts
+    k = case.k if k is None else k
     audits = []
     vllm_model = case.draft.engine == "vllm" and case.draft.drafter == "model"
     for prompt, result in zip(prompts, results):
         if vllm_model:
             assert case.draft.model is not None
             audit = audit_vllm_model_draft(store.model(case.draft.model).model, store.verifier.model, prompt,
-                                           result.tokens, k=case.k)
+                                           result.tokens, k=k)
         elif case.draft.drafter == "prompt-lookup" or runner.interventions.replays_drafter:
-            audit = audit_drafter(runner.new_drafter(case.draft), prompt, result.tokens, k=case.k,
+            audit = audit_drafter(runner.new_drafter(case.draft), prompt, result.tokens, k=k,
                                   max_new_tokens=gen.max_new_tokens)
         else:
             assert case.draft.model is not None
-            audit = audit_model_draft(store.model(case.draft.model).model, prompt, result.tokens, k=case.k,
+            audit = audit_model_draft(store.model(case.draft.model).model, prompt, result.tokens, k=k,
                                       max_new_tokens=gen.max_new_tokens)
         audits.append(audit)
     # Greedy counters are fully determined by the tokens: specperf's own, and vLLM's draft models (its n-gram
     # lookup matches differently from specperf's, so its audit is a comparison, not a check).
-    if gen.temperature == 0.0 and (case.draft.engine == "specperf" or vllm_model):
+    if check and gen.temperature == 0.0 and (case.draft.engine == "specperf" or vllm_model):
         check_counters(case, results, audits)
     return audits
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from specperf.bench.store import ModelStore
 from specperf.config.cases import Case
+from specperf.config.schema import PREDICT_MAX_K
 from specperf.engine.costs import step_seconds
 from specperf.records import StepCosts
 
@@ -24,7 +25,8 @@ class StepCostMeter:
         return self._seconds[key]
 
     def case_costs(self, case: Case) -> StepCosts | None:
-        """v(1), the verifier over k + 1 tokens, and one draft forward; None at batch size > 1."""
+        """v(1), the verifier over k + 1 tokens (and over j + 1 for every j the best-k prediction covers), and one
+        draft forward; None at batch size > 1."""
         if case.batch_size > 1 or case.draft is None:
             return None
         verifier = self.store.config.verifier
@@ -33,4 +35,5 @@ class StepCostMeter:
             verifier_step_s=self.seconds(verifier, 1, case.slice),
             verify_block_s=self.seconds(verifier, case.k + 1, case.slice),
             draft_step_s=self.seconds(draft, 1, case.slice) if draft is not None else 0.0,
+            verify_curve_s=tuple(self.seconds(verifier, k + 1, case.slice) for k in range(1, PREDICT_MAX_K + 1)),
         )

@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from specperf.bench.audit import audit_case, divergences
+from specperf.bench.breakdown import measure_split
 from specperf.bench.interventions import Interventions
 from specperf.bench.measure import StepCostMeter
+from specperf.bench.replay import Replayer
 from specperf.bench.runner import CaseRunner, TimedRuns
 from specperf.bench.store import ModelStore
 from specperf.config import SuiteConfig
 from specperf.config.cases import Case
-from specperf.records import CaseRecord, RunContext
+from specperf.records import CaseRecord, RunContext, TimeSplit
 
 
 class SuiteBench:
@@ -26,6 +28,7 @@ class SuiteBench:
         self.store = ModelStore(config)
         self.runner = CaseRunner(self.store, interventions)
         self.costs = StepCostMeter(self.store)
+        self.replayer = Replayer(self.runner)
         self.interventions = self.runner.interventions
 
     @property
@@ -45,9 +48,21 @@ class SuiteBench:
             verifier_params=self.store.verifier.n_params,
         )
 
+    def time_split(self, case: Case) -> TimeSplit:
+        """One untimed instrumented pass: where the case's wall time goes (specperf and hf engines)."""
+        spec, draft, lookup = case.draft, None, None
+        if spec is not None and spec.drafter == "model" and spec.model is not None:
+            draft = self.store.model(spec.model).model
+        elif spec is not None:
+            lookup = self.runner.drafter(spec)
+        return measure_split(self.runner.pass_fn(case), verifier=self.store.verifier.model, draft=draft,
+                             lookup=lookup, batch_size=case.batch_size)
+
     def run_baseline(self, case: Case, benchmark: Any) -> CaseRecord:
-        """Time the verifier-only baseline of a slice."""
-        return self._record(case, self.runner.benchmark_baseline(case, benchmark))
+        """Time the verifier-only baseline of a slice, then split its wall time."""
+        record = self._record(case, self.runner.benchmark_baseline(case, benchmark))
+        record.time_split = self.time_split(case) if record.timed else None
+        return record
 
     def run_case(self, case: Case, benchmark: Any) -> CaseRecord:
         """Time a draft case against its paired baseline rounds, audit its last round, measure its step costs."""
@@ -58,6 +73,9 @@ class SuiteBench:
         vllm = case.draft.engine == "vllm"
         if not vllm or self.runner.vllm.audited(case):
             record.audits = audit_case(self.runner, case, last)
+            replay = self.replayer.case(case)
+            if replay is not None:
+                record.replay_slice, record.replay_audits, record.calls_by_k = replay
         # Exactness is against specperf's verifier-only tokens for every engine (vLLM's baseline is vLLM's own).
         reference = self.runner.reference(case.slice) if vllm else base_last
         record.first_divergence, record.divergence_margins = divergences(self.runner, case, reference, last)
@@ -65,6 +83,7 @@ class SuiteBench:
             record.draft_params = self.store.model(case.draft.model).n_params
         # The step costs are of specperf's own forwards; they say nothing about vLLM's kernels.
         record.step_costs = None if vllm else self.costs.case_costs(case)
+        record.time_split = self.time_split(case) if record.timed and not vllm else None
         return record
 
     def close(self) -> None:

@@ -46,11 +46,13 @@ def build_cases(config: SuiteConfig) -> tuple[list[Case], list[Case]]:
     drafts = [Case(d, k, s, b) for s in slices for b in sizes for d in config.drafts for k in config.k
               if b == 1 or d.engine != "hf"]
     order = {d.name: i for i, d in enumerate(config.drafts)}
+    # Engine arguments without the speculative config: the verifier-only engine a draft shares with others.
+    shared = {d.name: dataclasses.replace(config.vllm_for(d), speculative_config=()) for d in config.drafts}
+    first = {spec: min(order[n] for n in shared if shared[n] == spec) for spec in shared.values()}
 
-    def engine_group(case: Case) -> tuple[str, int, int]:
+    def engine_group(case: Case) -> tuple[int, int, int]:
         assert case.draft is not None
-        return repr(dataclasses.replace(config.vllm_for(case.draft), speculative_config=())), \
-            order[case.draft.name], case.k
+        return first[shared[case.draft.name]], order[case.draft.name], case.k
 
     vllm = sorted((c for c in drafts if c.draft is not None and c.draft.engine == "vllm"), key=engine_group)
     drafts = [c for c in drafts if c.draft is None or c.draft.engine != "vllm"] + vllm

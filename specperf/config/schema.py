@@ -24,6 +24,7 @@ EMBEDDED_PREFIX = "embedded:"
 # The embedded family (specperf/embedded/weights): the one list, read by the loader and the validator.
 EMBEDDED_MODELS = ("verifier", "draft-small", "draft-medium", "draft-large")
 MAX_K = 64  # beyond this a block is never accepted in practice and only burns draft compute
+PREDICT_MAX_K = 8  # the best-k prediction covers k = 1..8
 MAX_NGRAM = 16
 MAX_NEW_TOKENS = 4096
 MAX_ROUNDS = 1000
@@ -151,6 +152,7 @@ class DatasetSpec:
     template: str = DEFAULT_TEMPLATE  # prompt format with {question} and {abstract}
     slices: tuple[str, ...] = ("0:8",)  # canonical slice names (specperf.data.SliceSpec.name)
     context_policy: str = "truncate-abstract"  # what to do with a prompt that does not fit
+    acceptance_slice: str | None = None  # greedy acceptance statistics over this slice; None = each case's slice
 
 
 @dataclass(frozen=True)

@@ -145,8 +145,10 @@ def _select_drafts(drafts: Sequence[DraftSpec], names: Sequence[str], at: _At) -
     return tuple(d for d in drafts if d.name in wanted)
 
 
-def _parse_slices(value: object, at: _At) -> tuple[str, ...]:
-    """A slice or a non-empty list of slices, as canonical names, without duplicates."""
+def _parse_slices(value: object, at: _At, *, single: bool = False) -> tuple[str, ...]:
+    """A slice or a non-empty list of slices, as canonical names, without duplicates (one slice with ``single``)."""
+    if single and not isinstance(value, str):
+        raise at.error(value, "one slice string such as '0:32'", 'write e.g. acceptance_slice: "0:32"')
     if isinstance(value, (list, tuple)) and not value:
         raise at.error(value, "a slice or a non-empty list of slices", 'write e.g. slices: ["0:8"]')
     names: list[str] = []
@@ -197,6 +199,8 @@ def _parse_dataset(value: object, at: _At) -> DatasetSpec:
         slices=_parse_slices(data.get("slices", DATASET_DEFAULTS["slices"]), at.key("slices")),
         context_policy=_choice(data.get("context_policy", DATASET_DEFAULTS["context_policy"]),
                                at.key("context_policy"), POLICIES),
+        acceptance_slice=None if data.get("acceptance_slice") is None else _parse_slices(
+            data["acceptance_slice"], at.key("acceptance_slice"), single=True)[0],
     )
 
 

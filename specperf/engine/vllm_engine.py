@@ -164,7 +164,10 @@ class VllmEngines:
         env: dict[str, str] = {}
         if not self.device.startswith("cuda") and BIND_ENV not in os.environ:
             world = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
-            env[BIND_ENV] = cpu_binding(world, self.threads, sorted(os.sched_getaffinity(0)))
+            try:
+                env[BIND_ENV] = cpu_binding(world, self.threads, sorted(os.sched_getaffinity(0)))
+            except VllmEngineError as exc:
+                raise VllmEngineError(f"{label}: {exc}") from None
         log.info("%s: starting a vLLM engine (%s)", label, ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())))
         started = time.perf_counter()
         try:

@@ -22,13 +22,16 @@ from specperf.analysis.gates import SAMPLING_NOTE, sampled
 from specperf.errors import ConfigError
 from specperf.output.benchfile import load_bench_json
 from specperf.output.files import atomic_write
-from specperf.output.plots import PLOTS, Cases, draft_cases, run_context, write_plots
+from specperf.output.plot_base import Cases, draft_cases, run_context
+from specperf.output.plots import PLOTS, write_plots
 from specperf.output.tables import (
     ACCEPTANCE_COLUMNS,
     PERFORMANCE_COLUMNS,
     THEORY_COLUMNS,
     Column,
     acceptance_table,
+    engine_rows,
+    engine_table,
     markdown_table,
     performance_table,
     table_rows,
@@ -74,9 +77,24 @@ def _csv_text(cases: Cases, spec: TableSpec) -> str:
     return buffer.getvalue()
 
 
+def _engine_section(cases: Cases, out_dir: Path) -> list[str]:
+    """The engines side by side (engines.md/.csv), when a draft ran on more than one engine."""
+    lines = engine_table(cases)
+    if not lines:
+        return []
+    header, rows = engine_rows(cases)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([header, *[["" if v is None else v for v in r] for r in rows]])
+    atomic_write(out_dir / "engines.csv", buffer.getvalue())
+    heading = "Engines side by side"
+    atomic_write(out_dir / "engines.md", "\n".join([f"# {heading}", "", *lines, ""]))
+    return [f"## {heading}", "", "Aggregate throughput and speedup of the same draft and k on each engine, each "
+            "against its own verifier-only decoding.", "", *lines, "", "CSV: [engines.csv](engines.csv)", ""]
+
+
 def _write_tables(cases: Cases, out_dir: Path) -> list[str]:
     """Write each table as .md and .csv; return report.md's table section."""
-    section: list[str] = []
+    section: list[str] = _engine_section(cases, out_dir)
     for spec in TABLES:
         lines = markdown_table(cases, spec.columns, drafts_only=spec.drafts_only)
         atomic_write(out_dir / f"{spec.stem}.md", "\n".join([f"# {spec.heading}", "", *lines, ""]))

@@ -1,9 +1,9 @@
 """The report's tables from recorded case metrics (case id -> extra_info), as raw rows and as markdown.
 
-Three tables: performance per case (baseline rows included, speedup 1.0), acceptance per draft case, and the
-analytic model per draft case. Each is a tuple of :class:`Column`; :func:`table_rows` gives the raw values (what
+Three tables of columns: performance per case (baseline rows included, speedup 1.0), acceptance per draft case, and
+the analytic model per draft case. Each is a tuple of :class:`Column`; :func:`table_rows` gives the raw values (what
 the CSV files hold, full precision) and :func:`markdown_table` the formatted lines (what summary.md, report.md and
-the terminal show).
+the terminal show). A fourth, :func:`engine_table`, puts the engines that ran the same draft and k side by side.
 """
 
 from __future__ import annotations
@@ -56,11 +56,14 @@ PERFORMANCE_COLUMNS: tuple[Column, ...] = (
 )
 ACCEPTANCE_COLUMNS: tuple[Column, ...] = (
     Column("case", lambda case_id, _info: case_id),
-    Column("samples", _key("n_requests"), "d"),
+    Column("samples", lambda _case_id, info: info.get("acceptance_samples", info.get("n_requests")), "d"),
+    Column("sample slice", _key("acceptance_sample_slice")),
     Column("acceptance mean", _key("acceptance_mean"), ".3f"),
     Column("acceptance p50", _key("acceptance_p50"), ".3f"),
     Column("acceptance p95", _key("acceptance_p95"), ".3f"),
     Column("agreement (alpha)", _key("alpha"), ".3f"),
+    Column("timed requests", _key("n_requests"), "d"),
+    Column("engine acceptance (timed)", _key("acceptance_aggregate"), ".3f"),
     Column("tokens / verifier call", _key("mean_accepted_length"), ".2f"),
 )
 THEORY_COLUMNS: tuple[Column, ...] = (
@@ -68,6 +71,10 @@ THEORY_COLUMNS: tuple[Column, ...] = (
     Column("mean accepted length (tok/call)", _key("mean_accepted_length"), ".2f"),
     Column("expected speedup (x)", _key("expected_speedup"), ".2f"),
     Column("efficiency vs theory", _key("efficiency"), ".2f"),
+    Column("loop overhead share", _key("time_other_share"), ".2f"),
+    Column("bound (x)", _key("speedup_bound"), ".2f"),
+    Column("efficiency vs bound", _key("bound_efficiency"), ".2f"),
+    Column("best k (predicted)", _key("best_k"), "d"),
     Column("exact match rate", _key("exact_match_rate"), ".3f"),
     Column("TTFT p50 (s)", _key("ttft_p50"), ".4f"),
 )
@@ -116,3 +123,39 @@ def performance_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def acceptance_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Per draft case: samples, draft acceptance mean/p50/p95, and the per-token agreement (alpha)."""
     return markdown_table(results, ACCEPTANCE_COLUMNS, drafts_only=True)
+
+
+ENGINE_ORDER = ("specperf", "vllm", "hf")
+
+
+def engine_rows(results: Mapping[str, Info]) -> tuple[list[str], list[list[Any]]]:
+    """The engines side by side: one row per (draft model or drafter, k, batch size, slice) that more than one
+    engine ran, with each engine's aggregate throughput (tok/s) and speedup against its own verifier-only decoding.
+    ([], []) when no draft ran on two engines."""
+    groups: dict[tuple[str, Any, Any, Any], dict[str, Info]] = {}
+    for info in results.values():
+        if is_draft_case(info):
+            what = str(info.get("draft_model") or info.get("drafter"))
+            key = (what, info.get("k"), info.get("batch_size", 1), info.get("slice"))
+            groups.setdefault(key, {})[str(info.get("engine", "specperf"))] = info
+    shared = {key: by_engine for key, by_engine in groups.items() if len(by_engine) > 1}
+    present = {engine for by_engine in shared.values() for engine in by_engine}
+    engines = [e for e in ENGINE_ORDER if e in present] + sorted(present - set(ENGINE_ORDER))
+    if not engines:
+        return [], []
+    header = ["model", "k", "batch", "slice"] + [title for e in engines
+                                                  for title in (f"{e} tok/s", f"{e} speedup (x)")]
+    rows = [[*key, *[value for e in engines for value in (
+        by_engine[e].get("throughput_aggregate") if e in by_engine else None,
+        by_engine[e].get("speedup") if e in by_engine else None)]] for key, by_engine in shared.items()]
+    return header, rows
+
+
+def engine_table(results: Mapping[str, Info]) -> list[str]:
+    """:func:`engine_rows` as markdown lines; [] when no draft ran on two engines."""
+    header, rows = engine_rows(results)
+    if not header:
+        return []
+    specs = ["", "d", "d", ""] + [".1f", ".2f"] * ((len(header) - 4) // 2)
+    cells = [[_fmt(value, spec).replace("|", "\\|") for value, spec in zip(row, specs)] for row in rows]
+    return _table(header, cells)

@@ -1,0 +1,69 @@
+"""Which k: the speedup predicted for every block size k, and the bound the engine's own step costs allow.
+
+Two figures per greedy batch-1 case, both pure functions of recorded numbers:
+
+- ``speedup_bound``: tokens per verifier call / (k c + v(k+1)), in verifier steps: what the measured acceptance
+  and the engine's measured forward costs allow if the loop cost nothing else. ``bound_efficiency`` = measured
+  speedup / bound; the rest is the loop's own time (``time_other_share`` says how much).
+- ``predicted_speedup_by_k``: for k = 1..PREDICT_MAX_K, the tokens per call that specperf's loop would get at k
+  (exact, from the greedy replay of the acceptance slice) over a step cost v(k+1) + k d + o, where v(k+1) is
+  measured at each k, d is one draft forward (a lookup's time per step for prompt lookup, whatever k), and o the
+  loop's own time per step from the time breakdown (taken as independent of k). The curve is anchored at the
+  measured speedup of the case's own k, so it predicts the shape across k, not the machine's constant factors.
+  ``best_k`` is its argmax.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from specperf.records import CaseRecord
+
+NONE = {"speedup_bound": None, "bound_efficiency": None, "predicted_tokens_per_call_by_k": None,
+        "predicted_speedup_by_k": None, "best_k": None}
+
+
+def speedup_bound(record: CaseRecord) -> float | None:
+    """Measured tokens per verifier call / (k c + v(k+1)), both costs in verifier steps; None without step costs."""
+    costs, last = record.step_costs, record.rounds[-1]
+    calls = sum(r.verifier_calls for r in last)
+    if costs is None or costs.verifier_step_s <= 0 or calls == 0:
+        return None
+    tokens_per_call = sum(r.new_tokens for r in last) / calls
+    step = (record.k * costs.draft_step_s + costs.verify_block_s) / costs.verifier_step_s
+    return tokens_per_call / step if step > 0 else None
+
+
+def _step_costs(record: CaseRecord) -> dict[int, float] | None:
+    """Seconds of one speculative step at each k: v(k+1) + k d (or the lookup's time) + the loop's own o."""
+    costs, split, last = record.step_costs, record.time_split, record.rounds[-1]
+    steps = sum(r.verifier_calls for r in last)
+    if costs is None or split is None or not costs.verify_curve_s or steps == 0:
+        return None
+    other = split.other_s / steps
+    lookup = split.draft_s / steps if record.drafter != "model" else 0.0
+    draft = costs.draft_step_s if record.drafter == "model" else 0.0
+    return {k: v + k * draft + lookup + other for k, v in enumerate(costs.verify_curve_s, start=1)}
+
+
+def prediction_metrics(record: CaseRecord, measured: float | None) -> dict[str, Any]:
+    """``speedup_bound``, ``bound_efficiency``, and the k prediction (keys are k as strings, as JSON keeps them)."""
+    out: dict[str, Any] = dict(NONE)
+    bound = speedup_bound(record)
+    out["speedup_bound"] = bound
+    if bound and measured is not None and math.isfinite(measured):
+        out["bound_efficiency"] = measured / bound
+    if not record.calls_by_k:
+        return out
+    per_call = {k: tokens / calls for k, (tokens, calls) in sorted(record.calls_by_k.items()) if calls}
+    out["predicted_tokens_per_call_by_k"] = {str(k): v for k, v in per_call.items()}
+    cost = _step_costs(record)
+    k0 = record.k
+    if cost is None or k0 not in per_call or k0 not in cost or measured is None or not math.isfinite(measured):
+        return out
+    anchor = per_call[k0] / cost[k0]
+    predicted = {k: measured * (per_call[k] / cost[k]) / anchor for k in per_call if k in cost}
+    out["predicted_speedup_by_k"] = {str(k): v for k, v in predicted.items()}
+    out["best_k"] = max(predicted, key=lambda k: predicted[k])
+    return out
