@@ -128,7 +128,8 @@ def test_a_plot_without_data_is_skipped_and_said_so(bench_json: Path, tmp_path: 
 def test_a_baseline_only_run_reports_timing(bench_json: Path, tmp_path: Path) -> None:  # noqa: F811
     cases = {c: info for c, info in load_cases(bench_json).items() if info["draft"] is None}
     write_report(cases, tmp_path)
-    assert {p.name for p in tmp_path.glob("*.png")} == {"latency.png", "throughput.png", "throughput_vs_batch.png"}
+    assert {p.name for p in tmp_path.glob("*.png")} == {"latency.png", "throughput.png", "throughput_vs_batch.png",
+                                                       "time_breakdown.png"}
     assert "_No draft cases in this run._" in (tmp_path / "report.md").read_text()
 
 

@@ -59,7 +59,7 @@ def plot_time_breakdown(cases: Cases) -> Figure | str:
         ax.annotate(f"loop {share:.0%}", (xi, total), textcoords="offset points", xytext=(0, 2), ha="center",
                     fontsize=7)
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("ms per new token")
+    ax.set_ylabel("time per new token (ms)")
     ax.set_xlabel("case (model)")
     ax.set_ylim(0.0, float(bottom.max()) * _HEADROOM)
     ax.legend(fontsize=8, loc="upper left", ncols=3)
