@@ -97,3 +97,53 @@ def test_case_and_baseline_metrics_carry_the_contract():
     base = extract.baseline_metrics(record(draft=None, baseline_rounds=[]))
     assert set(base) | {"case_id"} == set(BaseInfo.__required_keys__)
     assert case["n_shortened"] == 1 and case["injected_faults"] is None
+
+
+def test_the_time_breakdown_splits_the_instrumented_pass():
+    from specperf.records import TimeSplit
+
+    out = extract.breakdown_metrics(record(time_split=TimeSplit(wall_s=1.0, verifier_s=0.6, draft_s=0.3,
+                                                                new_tokens=8)))
+    assert out["time_verifier_per_token"] == pytest.approx(0.075)
+    assert out["time_draft_per_token"] == pytest.approx(0.0375)
+    assert out["time_other_per_token"] == pytest.approx(0.0125)
+    assert (out["time_verifier_share"], out["time_draft_share"]) == pytest.approx((0.6, 0.3))
+    assert out["time_other_share"] == pytest.approx(0.1)
+    assert set(extract.breakdown_metrics(record()).values()) == {None}  # vLLM, --benchmark-disable
+
+
+def test_acceptance_statistics_come_from_the_replay_when_there_is_one():
+    replay = [Audit([True] * 3, 4, 3, [0, 0, 0, 1], calls=2), Audit([False] * 3, 4, 0, [2, 0, 0], calls=3),
+              Audit([True, False, True], 4, 1, [1, 1, 0], calls=3)]
+    out = extract.acceptance_metrics(record(replay_slice="0:3", replay_audits=replay))
+    assert out["acceptance_samples"] == 3 and out["acceptance_sample_slice"] == "0:3"
+    assert out["acceptance_per_request"] == [0.75, 0.0, 0.25]
+    assert out["acceptance_p50"] == 0.25 and out["alpha"] == pytest.approx(5 / 9)
+    assert out["replay_acceptance_aggregate"] == pytest.approx(4 / 12)
+    # The timed requests' own figures are unchanged: the engine's counters and the audit's recomputation.
+    assert out["acceptance_aggregate"] == 0.5 and out["audit_acceptance_aggregate"] == 0.5
+    plain = extract.acceptance_metrics(record())
+    assert (plain["acceptance_samples"], plain["acceptance_sample_slice"], plain["replay_acceptance_aggregate"]) == (
+        2, "0:2", None)
+
+
+def test_the_k_prediction_is_anchored_at_the_measured_k():
+    from specperf.analysis.predict import prediction_metrics
+    from specperf.records import TimeSplit
+
+    costs = StepCosts(0.010, 0.012, 0.002, verify_curve_s=(0.011, 0.012, 0.014, 0.016))
+    calls = {1: (80, 50), 2: (80, 40), 3: (80, 32), 4: (80, 30)}  # 1.6, 2.0, 2.5, 2.67 tokens per call
+    split = TimeSplit(wall_s=1.0, verifier_s=0.6, draft_s=0.3, new_tokens=8)  # other: 0.1 s over 4 calls
+    out = prediction_metrics(record(step_costs=costs, calls_by_k=calls, time_split=split), 1.5)
+    # step cost at k: v(k+1) + k * 0.002 + 0.1 / 4; at k = 2: 0.012 + 0.004 + 0.025 = 0.041
+    cost = {1: 0.011 + 0.002 + 0.025, 2: 0.041, 3: 0.014 + 0.006 + 0.025, 4: 0.016 + 0.008 + 0.025}
+    per_call = {k: t / c for k, (t, c) in calls.items()}
+    expected = {str(k): 1.5 * (per_call[k] / cost[k]) / (per_call[2] / cost[2]) for k in calls}
+    assert out["predicted_speedup_by_k"] == pytest.approx(expected)
+    assert out["predicted_speedup_by_k"]["2"] == pytest.approx(1.5)  # the measured point
+    assert out["best_k"] == int(max(expected, key=lambda k: expected[k])) == 3
+    assert out["predicted_tokens_per_call_by_k"] == pytest.approx({str(k): v for k, v in per_call.items()})
+    # The bound: measured tokens per call (8 / 4) over (k c + v(k+1)) = (2 * 0.2 + 1.2) verifier steps.
+    assert out["speedup_bound"] == pytest.approx(2.0 / 1.6)
+    assert out["bound_efficiency"] == pytest.approx(1.5 / (2.0 / 1.6))
+    assert prediction_metrics(record(step_costs=None), 1.5)["predicted_speedup_by_k"] is None
