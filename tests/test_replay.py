@@ -81,3 +81,30 @@ def test_a_real_runs_replay_matches_its_timed_requests(bench_json) -> None:
         if info["batch_size"] == 1:
             assert info["predicted_speedup_by_k"][str(info["k"])] == pytest.approx(info["speedup"])
             assert 1 <= info["best_k"] <= 8 and info["speedup_bound"] > 0
+
+
+def test_breakdown_false_skips_the_pass(bench: SuiteBench) -> None:
+    """timing.breakdown: false leaves the time keys null and runs no instrumented pass."""
+    import dataclasses
+
+    from specperf.analysis.extract import breakdown_metrics
+
+    config = dataclasses.replace(bench.config, timing=dataclasses.replace(bench.config.timing, breakdown=False))
+    quiet = SuiteBench(config)
+    quiet.store, quiet.runner = bench.store, bench.runner  # the loaded models; only the setting differs
+
+    class Once:
+        disabled = False
+
+        def pedantic(self, target, setup=None, rounds=1, warmup_rounds=0, iterations=1):  # noqa: ANN001
+            for _ in range(rounds + warmup_rounds):
+                if setup:
+                    setup()
+                target()
+
+    calls = []
+    original = quiet.time_split
+    quiet.time_split = lambda case: calls.append(case) or original(case)  # type: ignore[method-assign]
+    record = quiet.run_baseline(build_cases(config)[1][0], Once())
+    assert record.time_split is None and calls == []
+    assert set(breakdown_metrics(record).values()) == {None}

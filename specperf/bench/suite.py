@@ -48,6 +48,10 @@ class SuiteBench:
             verifier_params=self.store.verifier.n_params,
         )
 
+    def _splits(self, record: CaseRecord) -> bool:
+        """Whether to run the breakdown pass: a timed run whose suite asks for it."""
+        return record.timed and self.config.timing.breakdown
+
     def time_split(self, case: Case) -> TimeSplit:
         """One untimed instrumented pass: where the case's wall time goes (specperf and hf engines)."""
         spec, draft, lookup = case.draft, None, None
@@ -61,7 +65,7 @@ class SuiteBench:
     def run_baseline(self, case: Case, benchmark: Any) -> CaseRecord:
         """Time the verifier-only baseline of a slice, then split its wall time."""
         record = self._record(case, self.runner.benchmark_baseline(case, benchmark))
-        record.time_split = self.time_split(case) if record.timed else None
+        record.time_split = self.time_split(case) if self._splits(record) else None
         return record
 
     def run_case(self, case: Case, benchmark: Any) -> CaseRecord:
@@ -83,7 +87,7 @@ class SuiteBench:
             record.draft_params = self.store.model(case.draft.model).n_params
         # The step costs are of specperf's own forwards; they say nothing about vLLM's kernels.
         record.step_costs = None if vllm else self.costs.case_costs(case)
-        record.time_split = self.time_split(case) if record.timed and not vllm else None
+        record.time_split = self.time_split(case) if self._splits(record) and not vllm else None
         return record
 
     def close(self) -> None:

@@ -171,6 +171,7 @@ class TimingSpec:
 
     rounds: int = 5  # timed rounds per case
     warmup_rounds: int = 1  # untimed rounds first (caches, allocator, kernels)
+    breakdown: bool = True  # one untimed instrumented pass per case after its rounds: where the time goes
 
 
 @dataclass(frozen=True, kw_only=True)

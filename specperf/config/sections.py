@@ -219,6 +219,7 @@ def _parse_timing(value: object, at: _At) -> TimingSpec:
     data = _mapping(value, at, TIMING_KEYS)
     return TimingSpec(
         rounds=_int(data.get("rounds", TIMING_DEFAULTS["rounds"]), at.key("rounds"), 1, MAX_ROUNDS),
+        breakdown=_bool(data.get("breakdown", TIMING_DEFAULTS["breakdown"]), at.key("breakdown")),
         warmup_rounds=_int(data.get("warmup_rounds", TIMING_DEFAULTS["warmup_rounds"]), at.key("warmup_rounds"), 0,
                            MAX_WARMUP_ROUNDS),
     )
