@@ -61,6 +61,11 @@ class DecodeResult:
         return (self.wall_s - self.ttft_s) / (self.new_tokens - 1)
 
 
+def pass_wall(results: list[DecodeResult], batch_size: int) -> float:
+    """Wall seconds of one pass over a slice: the sum over its batches of the batch's wall (its slowest row's)."""
+    return sum(max(r.wall_s for r in results[i : i + batch_size]) for i in range(0, len(results), batch_size))
+
+
 @dataclass
 class Audit:
     """What the replay of one request found."""

@@ -108,3 +108,12 @@ def test_breakdown_false_skips_the_pass(bench: SuiteBench) -> None:
     record = quiet.run_baseline(build_cases(config)[1][0], Once())
     assert record.time_split is None and calls == []
     assert set(breakdown_metrics(record).values()) == {None}
+
+
+def test_the_verifier_continuation_is_its_greedy_output(bench: SuiteBench) -> None:
+    """What the vLLM audit appends past an output: the verifier's next greedy tokens, as its own decode has them."""
+    from specperf.bench.audit import verifier_continuation
+
+    verifier, prompt = bench.store.verifier.model, bench.store.prompts("0:2").ids[0]
+    tokens = decode(verifier, prompt, max_new_tokens=12).tokens
+    assert verifier_continuation(verifier, prompt, tokens[:8], 4) == tokens[8:12]

@@ -10,7 +10,7 @@ from typing import Any
 
 from specperf.analysis import stats
 from specperf.analysis.predict import prediction_metrics
-from specperf.records import CaseRecord, DecodeResult
+from specperf.records import CaseRecord, DecodeResult, pass_wall
 
 # Largest verifier logit gap at a divergence that still counts as a near-tie, per dtype. Half precision keeps
 # 8 (bfloat16) or 11 (float16) significant bits: at logits near 20 one step is 0.125 or 0.016, and a (k+1)-token
@@ -25,8 +25,7 @@ def _pooled(rounds: list[list[DecodeResult]]) -> list[DecodeResult]:
 
 def round_walls(rounds: list[list[DecodeResult]], batch_size: int) -> list[float]:
     """Wall seconds of each round: the sum over its batches of the batch's wall (its slowest row's ``wall_s``)."""
-    return [sum(max(r.wall_s for r in round_[i : i + batch_size]) for i in range(0, len(round_), batch_size))
-            for round_ in rounds]
+    return [pass_wall(round_, batch_size) for round_ in rounds]
 
 
 def timing_metrics(rounds: list[list[DecodeResult]], batch_size: int = 1) -> dict[str, Any]:

@@ -9,11 +9,14 @@ Two figures, kept apart:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from specperf.bench.runner import CaseRunner
 from specperf.config.cases import Case
 from specperf.engine.drafters.base import Drafter
+from specperf.engine.forward import forward, model_device, new_cache
 from specperf.errors import SpecperfError
 from specperf.records import Audit, DecodeResult
 
@@ -37,39 +40,37 @@ def draft_matches(draft: torch.nn.Module, prompt_ids: list[int], tokens: list[in
     return [p == t for p, t in zip(predicted, tokens[1:])]
 
 
-def replay_blocks(matches: list[bool], k: int, max_new_tokens: int) -> tuple[int, int, list[int]]:
-    """Walk the engine's greedy block structure over ``matches``; return (proposed, accepted, accept_counts).
+def _greedy_steps(matches: list[bool], k: int, max_new_tokens: int) -> Iterator[tuple[int, int]]:
+    """The engine's greedy block structure over ``matches``: (drafted, accepted) for each step after the prefill.
 
     A step at emitted position ``pos`` drafts k' = min(k, max_new_tokens - pos - 1) tokens, accepts the leading ones
     the draft got right (never past the end of the sequence), and emits them plus the verifier's token.
     """
-    n_tokens = len(matches) + 1
-    proposed = accepted = 0
-    counts = [0] * (k + 1)
-    pos = 1
+    n_tokens, pos = len(matches) + 1, 1
     while pos < n_tokens:
         block = min(k, max_new_tokens - pos - 1)
         n = 0
         while n < block and pos + n < n_tokens and matches[pos - 1 + n]:
             n += 1
+        yield block, n
+        pos += n + 1
+
+
+def replay_blocks(matches: list[bool], k: int, max_new_tokens: int) -> tuple[int, int, list[int]]:
+    """Walk the engine's greedy block structure over ``matches``; return (proposed, accepted, accept_counts)."""
+    proposed = accepted = 0
+    counts = [0] * (k + 1)
+    for block, n in _greedy_steps(matches, k, max_new_tokens):
         if block:
             proposed, accepted = proposed + block, accepted + n
             counts[n] += 1
-        pos += n + 1
     return proposed, accepted, counts
 
 
 def block_calls(matches: list[bool], k: int, max_new_tokens: int) -> int:
     """Verifier calls (the prefill included) specperf's greedy loop makes to emit len(matches) + 1 tokens at block
-    size k, the draft's teacher-forced ``matches`` being known: the same block structure as :func:`replay_blocks`."""
-    n_tokens, calls, pos = len(matches) + 1, 1, 1
-    while pos < n_tokens:
-        block = min(k, max_new_tokens - pos - 1)
-        n = 0
-        while n < block and pos + n < n_tokens and matches[pos - 1 + n]:
-            n += 1
-        calls, pos = calls + 1, pos + n + 1
-    return calls
+    size k, the draft's teacher-forced ``matches`` being known."""
+    return 1 + sum(1 for _ in _greedy_steps(matches, k, max_new_tokens))
 
 
 def replay_full_blocks(matches: list[bool], k: int, n_tokens: int) -> tuple[int, int, list[int]]:
@@ -92,14 +93,14 @@ def replay_full_blocks(matches: list[bool], k: int, n_tokens: int) -> tuple[int,
 def verifier_continuation(verifier: torch.nn.Module, prompt_ids: list[int], tokens: list[int], n: int) -> list[int]:
     """The verifier's next ``n`` greedy tokens after prompt + tokens (KV-cached): what a verify step saw beyond
     the end of the output."""
-    device = next(verifier.parameters()).device
-    ids = torch.tensor([prompt_ids + tokens], device=device)  # (1, T + len(tokens))
-    out, extra = verifier(input_ids=ids, use_cache=True, logits_to_keep=1), []
+    cache = new_cache()
+    ids = torch.tensor([prompt_ids + tokens], device=model_device(verifier))  # (1, T + len(tokens))
+    logits, extra = forward(verifier, ids, cache, 1), []  # (1, 1, V)
     for step in range(n):
-        token = out.logits[0, -1].argmax()  # ()
+        token = logits[0, -1].argmax()  # ()
         extra.append(int(token))
         if step + 1 < n:
-            out = verifier(input_ids=token.view(1, 1), past_key_values=out.past_key_values, use_cache=True)
+            logits = forward(verifier, token.view(1, 1), cache, 1)  # (1, 1, V)
     return extra
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 
 from specperf.engine.drafters.base import Drafter
+from specperf.engine.forward import model_device
 from specperf.engine.timing import Clock
-from specperf.records import DecodeResult, TimeSplit
+from specperf.records import DecodeResult, TimeSplit, pass_wall
 
 
 class _Meter:
@@ -79,11 +80,10 @@ def _timed_propose(drafter: Drafter | None, meter: _Meter) -> Iterator[None]:
 def measure_split(run_pass: Callable[[], list[DecodeResult]], *, verifier: torch.nn.Module,
                   draft: torch.nn.Module | None, lookup: Drafter | None, batch_size: int) -> TimeSplit:
     """Run one instrumented pass; return its wall and the seconds inside verifier and draft calls."""
-    clock = Clock(next(verifier.parameters()).device)
+    clock = Clock(model_device(verifier))
     verifier_meter, draft_meter = _Meter(clock), _Meter(clock)
     with _timed_module(verifier, verifier_meter), _timed_module(draft, draft_meter), \
             _timed_propose(lookup, draft_meter):
         results = run_pass()
-    wall = sum(max(r.wall_s for r in results[i:i + batch_size]) for i in range(0, len(results), batch_size))
-    return TimeSplit(wall_s=wall, verifier_s=verifier_meter.seconds, draft_s=draft_meter.seconds,
-                     new_tokens=sum(r.new_tokens for r in results))
+    return TimeSplit(wall_s=pass_wall(results, batch_size), verifier_s=verifier_meter.seconds,
+                     draft_s=draft_meter.seconds, new_tokens=sum(r.new_tokens for r in results))
