@@ -5,6 +5,8 @@
 
 Every method decodes the same prompts, greedily, to exactly --new-tokens tokens (no EOS stop). Rounds are
 interleaved method by method, so machine drift hits every method alike; ratios are medians of per-round ratios.
+specperf's methods run twice: with its lean GPT-2 forward (the default) and with transformers' forward, so the
+tables separate what the loop gains from what the forward gains.
 Prints markdown tables; --json writes the raw figures.
 """
 
@@ -29,6 +31,7 @@ from specperf.bench.audit import audit_model_draft  # noqa: E402
 from specperf.bench.models import LoadedModel, load_model  # noqa: E402
 from specperf.data import apply_slice, fit_prompts, load_records  # noqa: E402
 from specperf.engine.costs import step_seconds  # noqa: E402
+from specperf.engine.lean_gpt2 import choose_forward  # noqa: E402
 
 
 def hf_generate(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
@@ -61,6 +64,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+TF = "specperf, transformers forward"
+
+
+def with_transformers_forward(fn: Method, models: list[torch.nn.Module]) -> Method:
+    """``fn`` with specperf's engine running ``models`` through transformers' own forward."""
+    def run(prompt: list[int]) -> Any:
+        for m in models:
+            choose_forward(m, "transformers")
+        try:
+            return fn(prompt)
+        finally:
+            for m in models:
+                choose_forward(m, "lean")
+    return run
+
+
 def build_methods(v: torch.nn.Module, drafts: dict[str, LoadedModel], k: int, n: int) -> dict[str, Method]:
     """Every method decodes one prompt to exactly n tokens; the specperf baseline comes first."""
     methods: dict[str, Method] = {
@@ -75,6 +94,9 @@ def build_methods(v: torch.nn.Module, drafts: dict[str, LoadedModel], k: int, n:
             v, p, drafter=dr, k=k, max_new_tokens=n)
         methods[f"{name} k={k} (hf assisted)"] = lambda p, m=d.model: specperf.hf_assisted_decode(
             v, p, m, k=k, max_new_tokens=n)
+        methods[f"{name} k={k} ({TF})"] = with_transformers_forward(methods[f"{name} k={k} (specperf)"],
+                                                                   [v, d.model])
+    methods[f"baseline ({TF})"] = with_transformers_forward(methods["baseline (specperf)"], [v])
     return methods
 
 
@@ -110,9 +132,13 @@ def print_methods(times: dict[str, list[float]], outputs: dict[str, list[Any]], 
     print("\n| comparison | ratio (median of per-round ratios) |\n| --- | ---: |")
     print(f"| specperf baseline / hf generate, tok/s | "
           f"{paired(times, 'baseline (specperf)', 'hf generate (greedy)'):.2f} |")
+    print(f"| specperf baseline ({TF}) / hf generate, tok/s | "
+          f"{paired(times, f'baseline ({TF})', 'hf generate (greedy)'):.2f} |")
     for name in drafts:
         ours, theirs = f"{name} k={k} (specperf)", f"{name} k={k} (hf assisted)"
         print(f"| {name}: specperf speculative / hf assisted, tok/s | {paired(times, ours, theirs):.2f} |")
+        print(f"| {name}: specperf speculative ({TF}) / hf assisted, tok/s | "
+              f"{paired(times, f'{name} k={k} ({TF})', theirs):.2f} |")
 
 
 def family_row(name: str, d: LoadedModel, ours: list[Any], prompts: list[list[int]], k: int, n: int,

@@ -88,12 +88,14 @@ class Audit:
 @dataclass(frozen=True)
 class StepCosts:
     """Median seconds of one cached forward, at the slice's first prompt: the verifier over 1 and over k + 1 tokens,
-    and the draft over 1 token (0 for a model-free drafter)."""
+    and the draft over 1 token (0 for a model-free drafter); and each prompt's prefill, by verifier and draft."""
 
     verifier_step_s: float  # v(1)
     verify_block_s: float  # the verifier over k + 1 tokens
     draft_step_s: float  # one draft forward; 0.0 without a draft model
     verify_curve_s: tuple[float, ...] = ()  # [j]: the verifier over j + 2 tokens (k = j + 1), k = 1..PREDICT_MAX_K
+    verifier_prefill_s: tuple[float, ...] = ()  # [i]: the verifier's forward over the slice's prompt i
+    draft_prefill_s: tuple[float, ...] = ()  # [i]: the draft's forward over prompt i; () without a draft model
 
 
 @dataclass(frozen=True)

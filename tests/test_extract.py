@@ -144,10 +144,25 @@ def test_the_k_prediction_is_anchored_at_the_measured_k():
     assert out["predicted_speedup_by_k"]["2"] == pytest.approx(1.5)  # the measured point
     assert out["best_k"] == int(max(expected, key=lambda k: expected[k]))
     assert out["predicted_tokens_per_call_by_k"] == pytest.approx({str(k): v for k, v in per_call.items()})
-    # The bound: measured tokens per call (8 / 4) over (k c + v(k+1)) = (2 * 0.2 + 1.2) verifier steps.
-    assert out["speedup_bound"] == pytest.approx(2.0 / 1.6)
-    assert out["bound_efficiency"] == pytest.approx(1.5 / (2.0 / 1.6))
+    # The bound without prefills: 2 requests of 3 tokens after the first at v(1) = 0.010, against 1 verify call
+    # (v(3) = 0.012) and k = 2 draft forwards (0.002) each.
+    assert out["speedup_bound"] == pytest.approx(0.06 / 0.032)
+    assert out["bound_efficiency"] == pytest.approx(1.5 / (0.06 / 0.032))
     assert prediction_metrics(record(step_costs=None), 1.5)["predicted_speedup_by_k"] is None
+
+
+def test_the_bound_charges_each_prompts_prefill_to_both_sides():
+    from specperf.analysis.predict import speedup_bound
+
+    costs = StepCosts(0.010, 0.012, 0.002, verifier_prefill_s=(0.05, 0.03), draft_prefill_s=(0.01, 0.004))
+    # Baseline: P_v + 3 v(1) per request. Speculative: P_v + P_d + 1 verify call + the one draft forward after the
+    # draft's prefill (2 draft forwards, the first of them the prefill).
+    baseline = (0.05 + 0.03) + 2 * 3 * 0.010
+    spec = (0.05 + 0.01 + 0.012 + 0.002) + (0.03 + 0.004 + 0.012 + 0.002)
+    assert speedup_bound(record(step_costs=costs)) == pytest.approx(baseline / spec)
+    # Prefills that do not match the round's requests are left out rather than misassigned.
+    short = StepCosts(0.010, 0.012, 0.002, verifier_prefill_s=(0.05,), draft_prefill_s=(0.01,))
+    assert speedup_bound(record(step_costs=short)) == pytest.approx(0.06 / 0.032)
 
 
 def test_the_affine_fit_smooths_a_bump_and_keeps_a_line():

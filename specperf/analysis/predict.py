@@ -2,10 +2,12 @@
 
 Two figures per greedy batch-1 case, both pure functions of recorded numbers:
 
-- ``speedup_bound``: tokens per verifier call / (k c + v(k+1)), in verifier steps: what the measured acceptance
-  and the engine's measured forward costs allow if the loop cost nothing else. ``bound_efficiency`` = measured
-  speedup / bound. Both costs are single forwards measured alone, so the bound is itself a measurement, good to
-  about 10% on a shared machine.
+- ``speedup_bound``: what the measured work (verifier and draft calls per request) and the engine's forward costs
+  measured alone allow if the loop cost nothing else: each request's baseline forwards over its speculative forwards,
+  the prompt's prefill on both sides (and the draft's own prefill on the speculative side). Without prefills it is
+  tokens per verifier call / (k c + v(k+1)) in verifier steps. ``bound_efficiency`` = measured speedup / bound.
+  The costs are forwards measured alone, so the bound is itself a measurement, good to about 10% on a shared
+  machine.
 - ``predicted_speedup_by_k``: for k = 1..PREDICT_MAX_K, the tokens per call that specperf's loop would get at k
   (exact, from the greedy replay of the acceptance slice) over a step cost v(k+1) + k d + o, where v(k+1) is
   measured at each k and smoothed by an affine least-squares fit, d is one draft forward (for prompt lookup, its
@@ -27,14 +29,27 @@ NONE = {"speedup_bound": None, "bound_efficiency": None, "predicted_tokens_per_c
 
 
 def speedup_bound(record: CaseRecord) -> float | None:
-    """Measured tokens per verifier call / (k c + v(k+1)), both costs in verifier steps; None without step costs."""
+    """The speedup of the last round's requests if each forward cost what it costs alone: baseline seconds over
+    speculative seconds, each a sum of its forwards' measured costs. None without step costs.
+
+    Per request r with N new tokens: the baseline is its prefill P_v + (N - 1) v(1); speculative decoding is
+    P_v + the draft's prefill P_d + (verifier calls - 1) v(k+1) + (draft calls - 1) c. With prefills unmeasured
+    (or a request count that does not match) both prefills count as 0, which reduces to tokens per call / (k c +
+    v(k+1)) in verifier steps. A prompt's prefill is the same work on both sides, so it caps the speedup of every
+    engine: this bound charges it, as the measured speedup does.
+    """
     costs, last = record.step_costs, record.rounds[-1]
-    calls = sum(r.verifier_calls for r in last)
-    if costs is None or costs.verifier_step_s <= 0 or calls == 0:
+    if costs is None or costs.verifier_step_s <= 0 or not last:
         return None
-    tokens_per_call = sum(r.new_tokens for r in last) / calls
-    step = (record.k * costs.draft_step_s + costs.verify_block_s) / costs.verifier_step_s
-    return tokens_per_call / step if step > 0 else None
+    prefill_v = costs.verifier_prefill_s if len(costs.verifier_prefill_s) == len(last) else (0.0,) * len(last)
+    prefill_d = costs.draft_prefill_s if len(costs.draft_prefill_s) == len(last) else (0.0,) * len(last)
+    baseline = spec = 0.0
+    for r, p_v, p_d in zip(last, prefill_v, prefill_d, strict=True):
+        draft_forwards = r.draft_calls if r.draft_calls is not None else record.k * (r.verifier_calls - 1)
+        baseline += p_v + (r.new_tokens - 1) * costs.verifier_step_s
+        spec += (p_v + p_d + (r.verifier_calls - 1) * costs.verify_block_s
+                 + max(0, draft_forwards - (1 if p_d else 0)) * costs.draft_step_s)
+    return baseline / spec if spec > 0 else None
 
 
 def affine_fit(values: list[float]) -> list[float]:

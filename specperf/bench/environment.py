@@ -26,4 +26,5 @@ def environment_info(config: SuiteConfig) -> dict[str, Any]:
         "verifier": config.verifier,
         "device": config.device,
         "dtype": config.dtype,
+        "forward": config.forward,
     }

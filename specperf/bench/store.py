@@ -12,6 +12,7 @@ from specperf.config import SuiteConfig
 from specperf.data import apply_slice, fit_prompts, load_records
 from specperf.data.fit import Tokenizer
 from specperf.engine.forward import context_window
+from specperf.engine.lean_gpt2 import choose_forward
 
 DEFAULT_CONTEXT = 1024  # GPT-2's window, for a model whose config states none
 
@@ -41,6 +42,7 @@ class ModelStore:
         if name not in self._models:
             self._models[name] = load_model(name, device=str(self.device), dtype=self.config.dtype,
                                             trust_remote_code=self.config.trust_remote_code)
+            choose_forward(self._models[name].model, self.config.forward)
             if name != self.config.verifier:
                 check_same_tokenizer(self.verifier, self._models[name])
         return self._models[name]

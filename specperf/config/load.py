@@ -19,6 +19,7 @@ from specperf.config.checks import _as_list, _At, _bool, _choice, _int, _int_tup
 from specperf.config.schema import (
     DEFAULT_CONFIG_PATH,
     DTYPES,
+    FORWARDS,
     MAX_BATCH_SIZE,
     MAX_THREADS,
     SUITE_DEFAULTS,
@@ -68,6 +69,7 @@ def parse_config(data: object, *, source: str = "<config>") -> SuiteConfig:
         threads=None if threads is None else _int(threads, at.key("threads"), 1, MAX_THREADS),
         trust_remote_code=_bool(top.get("trust_remote_code", unset["trust_remote_code"]),
                                 at.key("trust_remote_code")),
+        forward=_choice(top.get("forward", unset["forward"]), at.key("forward"), FORWARDS),
         drafts=drafts,
         k=_parse_k(top.get("k", unset["k"]), at.key("k")),
         batch_size=_int_tuple(top.get("batch_size", unset["batch_size"]), at.key("batch_size"), 1, MAX_BATCH_SIZE,

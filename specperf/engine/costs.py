@@ -29,3 +29,8 @@ def step_seconds(model: torch.nn.Module, prompt_ids: list[int], n_tokens: int = 
         times.append(clock.now() - start)
         rollback(cache, n_tokens)
     return statistics.median(times[2:])  # the first reps warm allocator and kernels
+
+
+def prefill_seconds(model: torch.nn.Module, prompt_ids: list[int], reps: int = 5) -> float:
+    """Median seconds of the forward over the whole prompt into an empty cache (what a request's first call costs)."""
+    return step_seconds(model, prompt_ids, len(prompt_ids), reps=reps)

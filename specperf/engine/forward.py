@@ -8,6 +8,7 @@ import inspect
 import torch
 
 from specperf.engine.cache import RollbackCache
+from specperf.engine.lean_gpt2 import lean_forward
 
 
 @functools.cache
@@ -31,8 +32,12 @@ def forward(
     """Run ``model`` on ``input_ids`` (B, n) appended to ``cache``; return the last ``logits_to_keep`` logits.
 
     Keeping only the logits that are used skips the vocabulary projection of every prompt position at prefill.
+    GPT-2 models run the lean forward (bitwise the same logits, a fraction of transformers' per-call overhead).
     Returns (B, logits_to_keep, V).
     """
+    lean = lean_forward(model)
+    if lean is not None:
+        return lean(input_ids, cache, logits_to_keep)  # (B, logits_to_keep, V)
     kwargs = {_cache_keyword(type(model)): cache}  # type: ignore[arg-type]  # classes hash by identity
     out = model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
     return out.logits  # (B, logits_to_keep, V)

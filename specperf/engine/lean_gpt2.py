@@ -1,0 +1,135 @@
+"""A lean forward for GPT-2 models (gpt2, distilgpt2, gpt2-medium/-large/-xl and the embedded family).
+
+transformers' GPT2LMHeadModel spends most of a single-token forward of a small model outside its matrix products:
+building the causal mask, the attention-interface dispatch, per-module ``__call__`` machinery, output dataclasses.
+On this project's CPU reference a 1-layer draft forward took ~1.1 ms of which the matrix products were ~0.2 ms. This
+module runs the same computation straight from the model's own parameters, in the order transformers runs it and with
+the same kernels (``addmm`` for Conv1D, ``layer_norm``, the model's own activation, ``scaled_dot_product_attention``
+with the same mask rule), so its logits are bitwise equal to ``model(...)``'s: tests/test_lean_gpt2.py checks this
+at prefill, single tokens, blocks after a cache and after a rollback.
+
+It reads the parameters at each call, so it follows ``model.to(...)``; it writes keys and values through the engine's
+cache (``cache.update``), so rollback and every cache consumer are unchanged. Models that are not plain GPT-2 (cross
+attention, layer-index scaling, training mode) keep transformers' forward.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import DynamicCache
+
+
+class _Block(NamedTuple):
+    """One transformer block's parameters (the module's own Parameter objects) and its activation."""
+
+    ln_1: torch.nn.LayerNorm
+    c_attn: torch.nn.Module
+    attn_proj: torch.nn.Module
+    ln_2: torch.nn.LayerNorm
+    c_fc: torch.nn.Module
+    mlp_proj: torch.nn.Module
+    act: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _conv1d(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """transformers' Conv1D: x @ W + b with W stored (in, out). x: (B, n, in) -> (B, n, out)."""
+    out = torch.addmm(module.bias, x.view(-1, x.shape[-1]), module.weight)  # (B*n, out)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _layer_norm(module: torch.nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+
+
+class LeanGPT2(torch.nn.Module):
+    """Forward of a GPT2LMHeadModel over new tokens with the engine's cache; returns the last logits only.
+
+    A Module (holding no parameters of its own) so that forward hooks can time it as they time the model.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        gpt2: Any = model  # a GPT2LMHeadModel (see _supported); its submodules are read by name
+        body, config = gpt2.transformer, gpt2.config
+        # A tuple, so the model's modules do not become this module's children.
+        self._ends: tuple[torch.nn.Embedding, torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.Linear] = (
+            body.wte, body.wpe, body.ln_f, gpt2.lm_head)
+        self._blocks = tuple(
+            _Block(b.ln_1, b.attn.c_attn, b.attn.c_proj, b.ln_2, b.mlp.c_fc, b.mlp.c_proj, b.mlp.act.forward)
+            for b in body.h
+        )
+        self._heads = int(config.n_head)
+        self._head_dim = int(config.n_embd) // self._heads
+        self._scale = self._head_dim**-0.5 if config.scale_attn_weights else 1.0
+
+    def _attention(self, x: torch.Tensor, block: _Block, cache: DynamicCache, layer: int,
+                   mask: torch.Tensor | None) -> torch.Tensor:
+        """Causal self-attention of x (B, n, D) over the cached positions plus its own."""
+        q, k, v = _conv1d(block.c_attn, x).split(x.shape[-1], dim=2)  # 3 x (B, n, D)
+        shape = (*x.shape[:-1], self._heads, self._head_dim)
+        q = q.view(shape).transpose(1, 2)  # (B, H, n, hd)
+        k, v = cache.update(k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2), layer)  # (B, H, L, hd)
+        # transformers' rule: a query block over an empty cache is is_causal (keys cut to the block); a block after
+        # a cache gets an explicit mask; a single query attends to everything.
+        causal = mask is None and q.shape[2] > 1
+        if causal and k.shape[2] > q.shape[2]:
+            k, v = k[:, :, : q.shape[2]], v[:, :, : q.shape[2]]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self._scale,
+                                             is_causal=causal)  # (B, H, n, hd)
+        out = out.transpose(1, 2).contiguous()  # (B, n, H, hd)
+        return _conv1d(block.attn_proj, out.reshape(*out.shape[:-2], -1).contiguous())  # (B, n, D)
+
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache, logits_to_keep: int) -> torch.Tensor:
+        """input_ids: (B, n) new tokens after the cache's positions. Returns (B, logits_to_keep, V)."""
+        wte, wpe, ln_f, head = self._ends
+        past, n = cache.get_seq_length(), input_ids.shape[1]
+        positions = torch.arange(n, device=input_ids.device) + past  # (n,)
+        h = F.embedding(input_ids, wte.weight) + F.embedding(positions.unsqueeze(0), wpe.weight)  # (B, n, D)
+        mask = _block_mask(past, n, input_ids.device) if past and n > 1 else None  # (1, 1, n, past+n) | None
+        for layer, block in enumerate(self._blocks):
+            h = self._attention(_layer_norm(block.ln_1, h), block, cache, layer, mask) + h
+            ff = _conv1d(block.mlp_proj, block.act(_conv1d(block.c_fc, _layer_norm(block.ln_2, h))))  # (B, n, D)
+            h = h + ff
+        h = _layer_norm(ln_f, h[:, -logits_to_keep:])  # (B, keep, D)
+        return F.linear(h, head.weight)  # (B, keep, V)
+
+
+def _block_mask(past: int, n: int, device: torch.device) -> torch.Tensor:
+    """Boolean (1, 1, n, past + n): query i (at position past + i) sees keys 0..past + i."""
+    keys = torch.arange(past + n, device=device)  # (L,)
+    queries = torch.arange(n, device=device) + past  # (n,)
+    return (keys[None, :] <= queries[:, None])[None, None]  # (1, 1, n, L)
+
+
+_LEAN: weakref.WeakKeyDictionary[torch.nn.Module, LeanGPT2 | None] = weakref.WeakKeyDictionary()
+
+
+def _supported(model: torch.nn.Module) -> bool:
+    from transformers import GPT2LMHeadModel
+
+    config = model.config
+    return (type(model) is GPT2LMHeadModel and not model.training and not config.add_cross_attention
+            and not config.scale_attn_by_inverse_layer_idx and config._attn_implementation == "sdpa")
+
+
+def choose_forward(model: torch.nn.Module, path: str) -> bool:
+    """Set how the engine runs ``model``: ``"lean"`` (where supported) or ``"transformers"``. Returns whether the
+    lean forward is in use."""
+    if path not in ("lean", "transformers"):
+        raise ValueError(f"forward must be 'lean' or 'transformers', got {path!r}")
+    _LEAN[model] = LeanGPT2(model) if path == "lean" and _supported(model) else None
+    return _LEAN[model] is not None
+
+
+def lean_forward(model: torch.nn.Module) -> LeanGPT2 | None:
+    """The lean forward of ``model``, built once per model; None where transformers' forward must run."""
+    if model.training:
+        return None
+    if model not in _LEAN:
+        _LEAN[model] = LeanGPT2(model) if _supported(model) else None
+    return _LEAN[model]

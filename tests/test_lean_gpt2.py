@@ -1,0 +1,102 @@
+"""The lean GPT-2 forward: bitwise transformers' logits, the same decoding, and transformers' forward where it must."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from specperf import ModelDrafter, decode
+from specperf.bench.breakdown import measure_split
+from specperf.config import parse_config
+from specperf.engine.cache import rollback
+from specperf.engine.forward import forward, new_cache
+from specperf.engine.lean_gpt2 import LeanGPT2, choose_forward, lean_forward
+from specperf.errors import ConfigError
+from tests.conftest import PROMPTS, tiny_gpt2, tiny_llama
+
+# (new tokens fed, rolled back afterwards): prefill, single tokens, blocks after a cache, a rollback in between
+STEPS = [([5, 6, 7, 8, 9, 10, 11], 0), ([12], 0), ([13, 14, 15, 16, 17], 3), ([18], 1), ([19, 20], 0), ([21], 0)]
+
+
+@pytest.fixture
+def transformers_path(verifier: torch.nn.Module) -> Iterator[None]:
+    yield
+    choose_forward(verifier, "lean")
+
+
+def _logits_along(model: torch.nn.Module, path: str) -> list[torch.Tensor]:
+    choose_forward(model, path)
+    cache, out = new_cache(), []
+    with torch.inference_mode():
+        for tokens, drop in STEPS:
+            ids = torch.tensor([tokens])  # (1, n)
+            out.append(forward(model, ids, cache, len(tokens)))  # (1, n, V)
+            rollback(cache, drop)
+    choose_forward(model, "lean")
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_logits_are_bitwise_transformers(dtype: torch.dtype) -> None:
+    model = tiny_gpt2(n_layer=3, n_embd=64, seed=3).to(dtype)
+    lean, reference = _logits_along(model, "lean"), _logits_along(model, "transformers")
+    for got, want in zip(lean, reference, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_greedy_and_speculative_decoding_are_unchanged(verifier: torch.nn.Module, random_draft: torch.nn.Module,
+                                                       transformers_path: None) -> None:
+    runs = {}
+    for path in ("lean", "transformers"):
+        choose_forward(verifier, path)
+        choose_forward(random_draft, path)
+        runs[path] = [(decode(verifier, p, max_new_tokens=20),
+                       decode(verifier, p, drafter=ModelDrafter(random_draft), k=3, max_new_tokens=20),
+                       decode(verifier, p, drafter=ModelDrafter(random_draft), k=3, max_new_tokens=20,
+                              temperature=0.8, seed=7))
+                      for p in PROMPTS]
+    choose_forward(random_draft, "lean")
+    for lean_runs, hf_runs in zip(runs["lean"], runs["transformers"], strict=True):
+        for lean, hf in zip(lean_runs, hf_runs, strict=True):
+            assert lean.tokens == hf.tokens
+            assert (lean.verifier_calls, lean.draft_calls, lean.accept_counts) == \
+                (hf.verifier_calls, hf.draft_calls, hf.accept_counts)
+
+
+def test_the_lean_forward_runs_for_gpt2_only() -> None:
+    gpt2, llama = tiny_gpt2(n_layer=1, n_embd=32, seed=4), tiny_llama(n_layer=1, hidden=32, seed=4)
+    assert isinstance(lean_forward(gpt2), LeanGPT2)
+    assert lean_forward(llama) is None
+    assert choose_forward(gpt2, "transformers") is False and lean_forward(gpt2) is None
+    assert choose_forward(gpt2, "lean") is True
+    gpt2.train()
+    assert lean_forward(gpt2) is None  # dropout and training belong to transformers
+    with pytest.raises(ValueError, match="'lean' or 'transformers'"):
+        choose_forward(gpt2, "fast")
+
+
+def test_layer_index_scaling_keeps_transformers_forward() -> None:
+    model = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
+    model.config.scale_attn_by_inverse_layer_idx = True
+    assert choose_forward(model, "lean") is False
+
+
+def test_the_time_breakdown_sees_lean_forwards(verifier: torch.nn.Module, random_draft: torch.nn.Module) -> None:
+    assert lean_forward(verifier) is not None and lean_forward(random_draft) is not None
+    split = measure_split(lambda: [decode(verifier, PROMPTS[0], drafter=ModelDrafter(random_draft), k=3,
+                                          max_new_tokens=16)],
+                          verifier=verifier, draft=random_draft, lookup=None, batch_size=1)
+    assert 0 < split.verifier_s < split.wall_s
+    assert 0 < split.draft_s < split.wall_s
+    assert split.verifier_s + split.draft_s < split.wall_s
+
+
+def test_forward_is_a_suite_key() -> None:
+    base = {"verifier": "embedded:verifier", "drafts": [{"name": "d", "model": "embedded:draft-small"}]}
+    assert parse_config(base).forward == "lean"
+    assert parse_config({**base, "forward": "transformers"}).forward == "transformers"
+    with pytest.raises(ConfigError, match="forward") as err:
+        parse_config({**base, "forward": "fast"})
+    assert "lean" in str(err.value) and "transformers" in str(err.value)
