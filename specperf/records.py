@@ -87,8 +87,10 @@ class Audit:
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Median seconds of one cached forward, at the slice's first prompt: the verifier over 1 and over k + 1 tokens,
-    and the draft over 1 token (0 for a model-free drafter); and each prompt's prefill, by verifier and draft."""
+    """Median seconds of cached forwards, measured interleaved in the loops' order (bench/measure.py) at the slice's
+    decode context (its first prompt + max_new_tokens // 2): the verifier over 1 and over k + 1 tokens, and the draft
+    over 1 token (a block's k draft forwards on one cache, over k; 0 for a model-free drafter); and each prompt's
+    prefill, by verifier and draft."""
 
     verifier_step_s: float  # v(1)
     verify_block_s: float  # the verifier over k + 1 tokens
