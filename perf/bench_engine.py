@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-TF = "specperf, transformers forward"
+TF = "specperf loop, transformers forward"
 
 
 def with_transformers_forward(fn: Method, models: list[torch.nn.Module]) -> Method:
@@ -132,12 +132,12 @@ def print_methods(times: dict[str, list[float]], outputs: dict[str, list[Any]], 
     print("\n| comparison | ratio (median of per-round ratios) |\n| --- | ---: |")
     print(f"| specperf baseline / hf generate, tok/s | "
           f"{paired(times, 'baseline (specperf)', 'hf generate (greedy)'):.2f} |")
-    print(f"| specperf baseline ({TF}) / hf generate, tok/s | "
+    print(f"| baseline ({TF}) / hf generate, tok/s | "
           f"{paired(times, f'baseline ({TF})', 'hf generate (greedy)'):.2f} |")
     for name in drafts:
         ours, theirs = f"{name} k={k} (specperf)", f"{name} k={k} (hf assisted)"
         print(f"| {name}: specperf speculative / hf assisted, tok/s | {paired(times, ours, theirs):.2f} |")
-        print(f"| {name}: specperf speculative ({TF}) / hf assisted, tok/s | "
+        print(f"| {name}: speculative ({TF}) / hf assisted, tok/s | "
               f"{paired(times, f'{name} k={k} ({TF})', theirs):.2f} |")
 
 

@@ -19,9 +19,8 @@ from specperf.config.schema import PREDICT_MAX_K
 from specperf.engine.costs import Probe, probe_seconds
 from specperf.records import StepCosts
 
-STEP_REPS = 30  # rounds of a case's costs: c and v(k+1) of the theory table and the bound
 PREFILL_EVERY = 6  # a prefill (tens of milliseconds) is sampled every 6th round: 5 samples in 30 rounds
-CURVE_REPS = 10  # rounds of v(k+1) at each k of the best-k prediction: one curve per slice, read as ratios
+CURVE_SHARE = 3  # the best-k prediction's curve (v(k+1) at every k, read as ratios) gets a third of the rounds
 
 
 class StepCostMeter:
@@ -45,7 +44,8 @@ class StepCostMeter:
         if slice_name not in self._curves:
             verifier, prompt = self.store.verifier.model, self.decode_context(slice_name)
             probes = [Probe.step(verifier, prompt, k + 1) for k in range(1, PREDICT_MAX_K + 1)]
-            self._curves[slice_name] = tuple(probe_seconds(probes, CURVE_REPS))
+            rounds = max(1, self.store.config.timing.cost_rounds // CURVE_SHARE)
+            self._curves[slice_name] = tuple(probe_seconds(probes, rounds))
         return self._curves[slice_name]
 
     def case_costs(self, case: Case) -> StepCosts | None:
@@ -72,7 +72,7 @@ class StepCostMeter:
         probes += [Probe.prefill(verifier, p, every=PREFILL_EVERY) for p in prompts]
         if draft is not None:
             probes += [Probe.prefill(draft, p, every=PREFILL_EVERY) for p in prompts]
-        seconds = probe_seconds(probes, STEP_REPS)
+        seconds = probe_seconds(probes, self.store.config.timing.cost_rounds)
         step, n = 2 + len(drafts), len(prompts)
         return StepCosts(
             verifier_step_s=seconds[1],

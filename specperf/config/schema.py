@@ -177,6 +177,7 @@ class TimingSpec:
     rounds: int = 5  # timed rounds per case
     warmup_rounds: int = 1  # untimed rounds first (caches, allocator, kernels)
     breakdown: bool = True  # one untimed instrumented pass per case after its rounds: where the time goes
+    cost_rounds: int = 30  # rounds of a case's interleaved step-cost probes (the bound, c and v(k+1))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -220,6 +220,8 @@ def _parse_timing(value: object, at: _At) -> TimingSpec:
     return TimingSpec(
         rounds=_int(data.get("rounds", TIMING_DEFAULTS["rounds"]), at.key("rounds"), 1, MAX_ROUNDS),
         breakdown=_bool(data.get("breakdown", TIMING_DEFAULTS["breakdown"]), at.key("breakdown")),
+        cost_rounds=_int(data.get("cost_rounds", TIMING_DEFAULTS["cost_rounds"]), at.key("cost_rounds"), 1,
+                         MAX_ROUNDS),
         warmup_rounds=_int(data.get("warmup_rounds", TIMING_DEFAULTS["warmup_rounds"]), at.key("warmup_rounds"), 0,
                            MAX_WARMUP_ROUNDS),
     )
