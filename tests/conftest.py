@@ -22,12 +22,13 @@ VOCAB = 97
 EOS = 1
 
 
-def tiny_gpt2(n_layer: int = 2, n_embd: int = 64, seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
+def tiny_gpt2(n_layer: int = 2, n_embd: int = 64, seed: int = 0, vocab: int = VOCAB,
+              **config_changes: object) -> GPT2LMHeadModel:
     """A random GPT-2. A wide initializer spreads the logits, so fp32 rounding never flips an argmax."""
     torch.manual_seed(seed)
     config = GPT2Config(
         n_layer=n_layer, n_embd=n_embd, n_head=2, vocab_size=vocab, n_positions=256,
-        initializer_range=0.3, bos_token_id=0, eos_token_id=EOS,
+        initializer_range=0.3, bos_token_id=0, eos_token_id=EOS, **config_changes,
     )
     return GPT2LMHeadModel(config).eval()
 

@@ -135,9 +135,9 @@ def test_the_k_prediction_is_anchored_at_the_measured_k():
     calls = {1: (80, 50), 2: (80, 40), 3: (80, 32), 4: (80, 30)}  # 1.6, 2.0, 2.5, 2.67 tokens per call
     split = TimeSplit(wall_s=1.0, verifier_s=0.6, draft_s=0.3, new_tokens=8)  # other: 0.1 s over 4 calls
     out = prediction_metrics(record(step_costs=costs, calls_by_k=calls, time_split=split), 1.5)
-    # step cost at k: fitted v(k+1) + k * 0.002 + 0.1 / 4
+    # step cost at k: fitted v(k+1), scaled to the case's own v(3) = 0.012, + k * 0.002 + 0.1 / 4
     fitted = {1: 0.01055, 2: 0.01235, 3: 0.01415, 4: 0.01595}
-    cost = {k: fitted[k] + k * 0.002 + 0.025 for k in fitted}
+    cost = {k: fitted[k] * 0.012 / 0.01235 + k * 0.002 + 0.025 for k in fitted}
     per_call = {k: t / c for k, (t, c) in calls.items()}
     expected = {str(k): 1.5 * (per_call[k] / cost[k]) / (per_call[2] / cost[2]) for k in calls}
     assert out["predicted_speedup_by_k"] == pytest.approx(expected)
@@ -160,6 +160,11 @@ def test_the_bound_charges_each_prompts_prefill_to_both_sides():
     baseline = (0.05 + 0.03) + 2 * 3 * 0.010
     spec = (0.05 + 0.01 + 0.012 + 0.002) + (0.03 + 0.004 + 0.012 + 0.002)
     assert speedup_bound(record(step_costs=costs)) == pytest.approx(baseline / spec)
+    # A request that ended at its first token never ran the draft: no draft prefill is charged for it.
+    ended = result([1], wall=0.1, calls=1, proposed=0, accepted=0)
+    one = record(step_costs=StepCosts(0.010, 0.012, 0.002, verifier_prefill_s=(0.05,), draft_prefill_s=(0.01,)),
+                 rounds=[[ended]])
+    assert speedup_bound(one) == pytest.approx(1.0)
     # Prefills that do not match the round's requests are left out rather than misassigned.
     short = StepCosts(0.010, 0.012, 0.002, verifier_prefill_s=(0.05,), draft_prefill_s=(0.01,))
     assert speedup_bound(record(step_costs=short)) == pytest.approx(0.06 / 0.032)

@@ -16,34 +16,51 @@ from specperf.engine.lean_gpt2 import LeanGPT2, choose_forward, lean_forward
 from specperf.errors import ConfigError
 from tests.conftest import PROMPTS, tiny_gpt2, tiny_llama
 
-# (new tokens fed, rolled back afterwards): prefill, single tokens, blocks after a cache, a rollback in between
-STEPS = [([5, 6, 7, 8, 9, 10, 11], 0), ([12], 0), ([13, 14, 15, 16, 17], 3), ([18], 1), ([19, 20], 0), ([21], 0)]
+# (new tokens fed, logits kept, rolled back afterwards): a prefill keeping one logit as the engine's does, single
+# tokens, blocks after a cache, a rollback in between, every logit kept
+STEPS = [([5, 6, 7, 8, 9, 10, 11], 1, 0), ([12], 1, 0), ([13, 14, 15, 16, 17], 5, 3), ([18], 1, 1),
+         ([19, 20], 2, 0), ([21, 22, 23], 0, 0)]
 
 
 @pytest.fixture
-def transformers_path(verifier: torch.nn.Module) -> Iterator[None]:
+def transformers_path(verifier: torch.nn.Module, random_draft: torch.nn.Module) -> Iterator[None]:
     yield
     choose_forward(verifier, "lean")
+    choose_forward(random_draft, "lean")
 
 
-def _logits_along(model: torch.nn.Module, path: str) -> list[torch.Tensor]:
+def _logits_along(model: torch.nn.Module, path: str, batch: int) -> list[torch.Tensor]:
     choose_forward(model, path)
     cache, out = new_cache(), []
-    with torch.inference_mode():
-        for tokens, drop in STEPS:
-            ids = torch.tensor([tokens])  # (1, n)
-            out.append(forward(model, ids, cache, len(tokens)))  # (1, n, V)
-            rollback(cache, drop)
-    choose_forward(model, "lean")
+    try:
+        with torch.inference_mode():
+            for tokens, keep, drop in STEPS:
+                ids = torch.tensor([tokens]).repeat(batch, 1) + torch.arange(batch)[:, None]  # (B, n)
+                out.append(forward(model, ids, cache, keep))  # (B, keep or n, V)
+                rollback(cache, drop)
+    finally:
+        choose_forward(model, "lean")
     return out
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_logits_are_bitwise_transformers(dtype: torch.dtype) -> None:
-    model = tiny_gpt2(n_layer=3, n_embd=64, seed=3).to(dtype)
-    lean, reference = _logits_along(model, "lean"), _logits_along(model, "transformers")
+VARIANTS = {
+    "fp32": ({}, torch.float32, 1),
+    "bf16": ({}, torch.bfloat16, 1),
+    "fp16-batch2": ({}, torch.float16, 2),
+    "layer-index-scaling": ({"scale_attn_by_inverse_layer_idx": True}, torch.float32, 1),
+    "unscaled-relu-n_inner": ({"scale_attn_weights": False, "activation_function": "relu", "n_inner": 48},
+                              torch.float32, 1),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_logits_are_bitwise_transformers(variant: str) -> None:
+    changes, dtype, batch = VARIANTS[variant]
+    model = tiny_gpt2(n_layer=3, n_embd=64, seed=3, **changes).to(dtype)
+    assert lean_forward(model) is not None
+    lean, reference = _logits_along(model, "lean", batch), _logits_along(model, "transformers", batch)
     for got, want in zip(lean, reference, strict=True):
-        assert torch.equal(got, want)
+        assert got.shape == want.shape and torch.equal(got, want)
 
 
 def test_greedy_and_speculative_decoding_are_unchanged(verifier: torch.nn.Module, random_draft: torch.nn.Module,
@@ -57,7 +74,6 @@ def test_greedy_and_speculative_decoding_are_unchanged(verifier: torch.nn.Module
                        decode(verifier, p, drafter=ModelDrafter(random_draft), k=3, max_new_tokens=20,
                               temperature=0.8, seed=7))
                       for p in PROMPTS]
-    choose_forward(random_draft, "lean")
     for lean_runs, hf_runs in zip(runs["lean"], runs["transformers"], strict=True):
         for lean, hf in zip(lean_runs, hf_runs, strict=True):
             assert lean.tokens == hf.tokens
@@ -73,14 +89,27 @@ def test_the_lean_forward_runs_for_gpt2_only() -> None:
     assert choose_forward(gpt2, "lean") is True
     gpt2.train()
     assert lean_forward(gpt2) is None  # dropout and training belong to transformers
+    assert choose_forward(gpt2, "lean") is False
+    gpt2.eval()
+    assert lean_forward(gpt2) is not None  # chosen in training mode, used once back in eval mode
     with pytest.raises(ValueError, match="'lean' or 'transformers'"):
         choose_forward(gpt2, "fast")
 
 
-def test_layer_index_scaling_keeps_transformers_forward() -> None:
-    model = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
-    model.config.scale_attn_by_inverse_layer_idx = True
-    assert choose_forward(model, "lean") is False
+def test_anything_that_changes_transformers_computation_keeps_its_forward() -> None:
+    hooked = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
+    hooked.transformer.h[0].mlp.register_forward_hook(lambda _m, _a, out: out * 0)
+    assert lean_forward(hooked) is None
+    swapped = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
+    swapped.transformer.h[0].attn.c_attn = torch.nn.Sequential(swapped.transformer.h[0].attn.c_attn)
+    assert lean_forward(swapped) is None
+    quantized = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
+    quantized.hf_quantizer = object()
+    assert lean_forward(quantized) is None
+    eager = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
+    assert lean_forward(eager) is not None
+    eager.set_attn_implementation("eager")
+    assert lean_forward(eager) is None
 
 
 def test_the_time_breakdown_sees_lean_forwards(verifier: torch.nn.Module, random_draft: torch.nn.Module) -> None:

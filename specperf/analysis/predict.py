@@ -5,7 +5,7 @@ Two figures per greedy batch-1 case, both pure functions of recorded numbers:
 - ``speedup_bound``: what the measured work (verifier and draft calls per request) and the engine's forward costs
   measured alone allow if the loop cost nothing else: each request's baseline forwards over its speculative forwards,
   the prompt's prefill on both sides (and the draft's own prefill on the speculative side). Without prefills it is
-  tokens per verifier call / (k c + v(k+1)) in verifier steps. ``bound_efficiency`` = measured speedup / bound.
+  close to tokens per verifier call / (k c + v(k+1)) in verifier steps. ``bound_efficiency`` = measured speedup / bound.
   The costs are forwards measured alone, so the bound is itself a measurement, good to about 10% on a shared
   machine.
 - ``predicted_speedup_by_k``: for k = 1..PREDICT_MAX_K, the tokens per call that specperf's loop would get at k
@@ -34,8 +34,9 @@ def speedup_bound(record: CaseRecord) -> float | None:
 
     Per request r with N new tokens: the baseline is its prefill P_v + (N - 1) v(1); speculative decoding is
     P_v + the draft's prefill P_d + (verifier calls - 1) v(k+1) + (draft calls - 1) c. With prefills unmeasured
-    (or a request count that does not match) both prefills count as 0, which reduces to tokens per call / (k c +
-    v(k+1)) in verifier steps. A prompt's prefill is the same work on both sides, so it caps the speedup of every
+    (or a request count that does not match) both prefills count as 0, which is the step-cost ratio (N - 1) v(1) /
+    ((calls - 1) v(k+1) + draft calls c): close to tokens per call / (k c + v(k+1)) in verifier steps for long
+    requests. A prompt's prefill is the same work on both sides, so it caps the speedup of every
     engine: this bound charges it, as the measured speedup does.
     """
     costs, last = record.step_costs, record.rounds[-1]
@@ -46,6 +47,7 @@ def speedup_bound(record: CaseRecord) -> float | None:
     baseline = spec = 0.0
     for r, p_v, p_d in zip(last, prefill_v, prefill_d, strict=True):
         draft_forwards = r.draft_calls if r.draft_calls is not None else record.k * (r.verifier_calls - 1)
+        p_d = p_d if draft_forwards else 0.0  # a request that ended at its first token never ran the draft
         baseline += p_v + (r.new_tokens - 1) * costs.verifier_step_s
         spec += (p_v + p_d + (r.verifier_calls - 1) * costs.verify_block_s
                  + max(0, draft_forwards - (1 if p_d else 0)) * costs.draft_step_s)
@@ -74,6 +76,10 @@ def _step_costs(record: CaseRecord) -> dict[int, float] | None:
     lookup = split.draft_s / steps if record.drafter != "model" else 0.0
     draft = costs.draft_step_s if record.drafter == "model" else 0.0
     verify = affine_fit(list(costs.verify_curve_s))
+    # The curve is measured once per slice, apart from the case's own costs; scale it to the case's v(k+1), measured
+    # interleaved with its draft forwards, so the draft and verify costs come from one measurement.
+    if 1 <= record.k <= len(verify) and verify[record.k - 1] > 0:
+        verify = [v * costs.verify_block_s / verify[record.k - 1] for v in verify]
     return {k: v + k * draft + lookup + other for k, v in enumerate(verify, start=1)}
 
 

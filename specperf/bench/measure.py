@@ -13,10 +13,13 @@ prediction is measured once per slice, its sizes interleaved too.
 
 from __future__ import annotations
 
+import torch
+
 from specperf.bench.store import ModelStore
 from specperf.config.cases import Case
 from specperf.config.schema import PREDICT_MAX_K
 from specperf.engine.costs import Probe, probe_seconds
+from specperf.engine.forward import context_window
 from specperf.records import StepCosts
 
 PREFILL_EVERY = 6  # a prefill (tens of milliseconds) is sampled every 6th round: 5 samples in 30 rounds
@@ -31,18 +34,25 @@ class StepCostMeter:
         self._cases: dict[tuple[str | None, int, str], StepCosts] = {}
         self._curves: dict[str, tuple[float, ...]] = {}
 
-    def decode_context(self, slice_name: str) -> tuple[int, ...]:
+    def decode_context(self, slice_name: str, room: int, models: list[torch.nn.Module]) -> tuple[int, ...]:
         """The context of a typical decode step: the slice's first prompt and half of ``max_new_tokens`` more (its
         own tokens again). Attention grows with the context: at the bare prompt a verify forward of the default suite
-        costs 10-15% less than halfway through the request."""
+        costs 10-15% less than halfway through the request. ``room``: the most tokens a probe appends; the context
+        leaves that much of every model's window free, and holds at least that many tokens (a probe's block repeats
+        the context's last ones)."""
         prompt = tuple(self.store.prompts(slice_name).ids[0])
-        extra = self.store.config.generation.max_new_tokens // 2
-        return prompt + (prompt * (extra // len(prompt) + 1))[:extra]
+        length = len(prompt) + self.store.config.generation.max_new_tokens // 2
+        windows = [w for w in map(context_window, models) if w is not None]
+        if windows:
+            length = min(length, min(windows) - room)
+        length = max(length, room)
+        return (prompt * (length // len(prompt) + 1))[:length]
 
     def curve(self, slice_name: str) -> tuple[float, ...]:
         """[j]: the verifier over j + 2 tokens (k = j + 1) at the decode context, k = 1..PREDICT_MAX_K."""
         if slice_name not in self._curves:
-            verifier, prompt = self.store.verifier.model, self.decode_context(slice_name)
+            verifier = self.store.verifier.model
+            prompt = self.decode_context(slice_name, PREDICT_MAX_K + 1, [verifier])
             probes = [Probe.step(verifier, prompt, k + 1) for k in range(1, PREDICT_MAX_K + 1)]
             rounds = max(1, self.store.config.timing.cost_rounds // CURVE_SHARE)
             self._curves[slice_name] = tuple(probe_seconds(probes, rounds))
@@ -63,7 +73,7 @@ class StepCostMeter:
         verifier = self.store.verifier.model
         draft = self.store.model(draft_name).model if draft_name is not None else None
         prompts = [tuple(ids) for ids in self.store.prompts(slice_name).ids]
-        first = self.decode_context(slice_name)
+        first = self.decode_context(slice_name, k + 1, [verifier] if draft is None else [verifier, draft])
         drafts = [Probe.step(draft, first, 1, chain=k)] if draft is not None else []
         # One round: v(1) twice (the second is the sample), a block's k draft forwards, v(k+1), then every 6th round
         # the prefills. A model's steps share one cache, as in the loops.

@@ -27,7 +27,8 @@ class Probe:
 
     Probes of one model with the same context share one cache, as a loop's forwards do. ``chain``: that many
     forwards of the block, each appended after the one before (as a draft model drafts a block), timed as one sample.
-    ``every``: take a sample only in every ``every``-th round (expensive probes, such as a prefill).
+    ``every``: take a sample only in every ``every``-th round (expensive probes, such as a prefill). ``keep``: logits
+    projected onto the vocabulary (0: every position of the block), as the engine keeps them.
     """
 
     model: torch.nn.Module
@@ -35,6 +36,7 @@ class Probe:
     block: tuple[int, ...]
     every: int = 1
     chain: int = 1
+    keep: int = 0
 
     @classmethod
     def step(cls, model: torch.nn.Module, context: tuple[int, ...], n_tokens: int, **kw: int) -> Probe:
@@ -45,7 +47,8 @@ class Probe:
 
     @classmethod
     def prefill(cls, model: torch.nn.Module, prompt: tuple[int, ...], **kw: int) -> Probe:
-        return cls(model, (), prompt, **kw)
+        """The prompt's forward into an empty cache, keeping the last logit only, as a request's first call does."""
+        return cls(model, (), prompt, keep=1, **kw)
 
 
 class _Armed:
@@ -65,7 +68,7 @@ class _Armed:
     def run(self) -> None:
         n = self.block.shape[1]
         for _ in range(self.probe.chain):
-            forward(self.probe.model, self.block, self.cache, n)
+            forward(self.probe.model, self.block, self.cache, self.probe.keep or n)
         rollback(self.cache, n * self.probe.chain)
 
 

@@ -34,6 +34,7 @@ class _Block(NamedTuple):
     c_fc: torch.nn.Module
     mlp_proj: torch.nn.Module
     act: Callable[[torch.Tensor], torch.Tensor]
+    scale: float  # transformers' own per-layer scaling (head_dim ** -0.5, over the layer index where configured)
 
 
 def _conv1d(module: Any, x: torch.Tensor) -> torch.Tensor:
@@ -55,17 +56,18 @@ class LeanGPT2(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         gpt2: Any = model  # a GPT2LMHeadModel (see _supported); its submodules are read by name
-        body, config = gpt2.transformer, gpt2.config
+        body = gpt2.transformer
+        self.config = gpt2.config  # read at each call: an attention implementation set later ends the lean path
         # A tuple, so the model's modules do not become this module's children.
         self._ends: tuple[torch.nn.Embedding, torch.nn.Embedding, torch.nn.LayerNorm, torch.nn.Linear] = (
             body.wte, body.wpe, body.ln_f, gpt2.lm_head)
         self._blocks = tuple(
-            _Block(b.ln_1, b.attn.c_attn, b.attn.c_proj, b.ln_2, b.mlp.c_fc, b.mlp.c_proj, b.mlp.act.forward)
+            _Block(b.ln_1, b.attn.c_attn, b.attn.c_proj, b.ln_2, b.mlp.c_fc, b.mlp.c_proj, b.mlp.act.forward,
+                   float(b.attn.scaling))
             for b in body.h
         )
-        self._heads = int(config.n_head)
-        self._head_dim = int(config.n_embd) // self._heads
-        self._scale = self._head_dim**-0.5 if config.scale_attn_weights else 1.0
+        self._heads = int(self.config.n_head)
+        self._head_dim = int(self.config.n_embd) // self._heads
 
     def _attention(self, x: torch.Tensor, block: _Block, cache: DynamicCache, layer: int,
                    mask: torch.Tensor | None) -> torch.Tensor:
@@ -74,12 +76,10 @@ class LeanGPT2(torch.nn.Module):
         shape = (*x.shape[:-1], self._heads, self._head_dim)
         q = q.view(shape).transpose(1, 2)  # (B, H, n, hd)
         k, v = cache.update(k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2), layer)  # (B, H, L, hd)
-        # transformers' rule: a query block over an empty cache is is_causal (keys cut to the block); a block after
-        # a cache gets an explicit mask; a single query attends to everything.
+        # transformers' rule: a block over an empty cache is is_causal; a block after a cache gets an explicit mask;
+        # a single query attends to everything.
         causal = mask is None and q.shape[2] > 1
-        if causal and k.shape[2] > q.shape[2]:
-            k, v = k[:, :, : q.shape[2]], v[:, :, : q.shape[2]]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=self._scale,
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=block.scale,
                                              is_causal=causal)  # (B, H, n, hd)
         out = out.transpose(1, 2).contiguous()  # (B, n, H, hd)
         return _conv1d(block.attn_proj, out.reshape(*out.shape[:-2], -1).contiguous())  # (B, n, D)
@@ -95,8 +95,8 @@ class LeanGPT2(torch.nn.Module):
             h = self._attention(_layer_norm(block.ln_1, h), block, cache, layer, mask) + h
             ff = _conv1d(block.mlp_proj, block.act(_conv1d(block.c_fc, _layer_norm(block.ln_2, h))))  # (B, n, D)
             h = h + ff
-        h = _layer_norm(ln_f, h[:, -logits_to_keep:])  # (B, keep, D)
-        return F.linear(h, head.weight)  # (B, keep, V)
+        h = _layer_norm(ln_f, h)  # (B, n, D): over every position, then sliced, as transformers does
+        return F.linear(h[:, -logits_to_keep:] if logits_to_keep else h, head.weight)  # (B, keep, V)
 
 
 def _block_mask(past: int, n: int, device: torch.device) -> torch.Tensor:
@@ -107,29 +107,62 @@ def _block_mask(past: int, n: int, device: torch.device) -> torch.Tensor:
 
 
 _LEAN: weakref.WeakKeyDictionary[torch.nn.Module, LeanGPT2 | None] = weakref.WeakKeyDictionary()
+_TRANSFORMERS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()  # models set to transformers' forward
+
+
+def _plain_modules(model: Any) -> bool:
+    """The exact module types transformers' GPT-2 builds, and no hooks on them: anything injected (LoRA, quantized
+    layers, a hook that edits activations) changes what transformers computes and the lean forward would not."""
+    from transformers.pytorch_utils import Conv1D
+
+    body = model.transformer
+    expected = [(body.wte, torch.nn.Embedding), (body.wpe, torch.nn.Embedding), (body.ln_f, torch.nn.LayerNorm),
+                (model.lm_head, torch.nn.Linear)]
+    for b in body.h:
+        expected += [(b.ln_1, torch.nn.LayerNorm), (b.ln_2, torch.nn.LayerNorm), (b.attn.c_attn, Conv1D),
+                     (b.attn.c_proj, Conv1D), (b.mlp.c_fc, Conv1D), (b.mlp.c_proj, Conv1D)]
+    if any(type(module) is not kind for module, kind in expected):
+        return False
+    return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules() if m is not model)
 
 
 def _supported(model: torch.nn.Module) -> bool:
     from transformers import GPT2LMHeadModel
 
-    config = model.config
-    return (type(model) is GPT2LMHeadModel and not model.training and not config.add_cross_attention
-            and not config.scale_attn_by_inverse_layer_idx and config._attn_implementation == "sdpa")
+    config: Any = model.config
+    if type(model) is not GPT2LMHeadModel or config.add_cross_attention or config._attn_implementation != "sdpa":
+        return False
+    if any(getattr(model, name, None) for name in ("hf_device_map", "hf_quantizer", "_hf_peft_config_loaded")):
+        return False
+    return _plain_modules(model)
 
 
 def choose_forward(model: torch.nn.Module, path: str) -> bool:
     """Set how the engine runs ``model``: ``"lean"`` (where supported) or ``"transformers"``. Returns whether the
-    lean forward is in use."""
+    lean forward is in use now. The lean forward is built (and the model checked) again on the next call."""
     if path not in ("lean", "transformers"):
         raise ValueError(f"forward must be 'lean' or 'transformers', got {path!r}")
-    _LEAN[model] = LeanGPT2(model) if path == "lean" and _supported(model) else None
-    return _LEAN[model] is not None
+    _LEAN.pop(model, None)
+    if path == "transformers":
+        _TRANSFORMERS.add(model)
+    else:
+        _TRANSFORMERS.discard(model)
+    return lean_forward(model) is not None
 
 
 def lean_forward(model: torch.nn.Module) -> LeanGPT2 | None:
-    """The lean forward of ``model``, built once per model; None where transformers' forward must run."""
-    if model.training:
+    """The lean forward of ``model``, built once per model; None where transformers' forward must run: a model set
+    to it, in training mode, not a plain GPT-2, or whose attention implementation is no longer sdpa.
+
+    Hooks registered on the model itself do not run with the lean forward (register them on the lean forward, a
+    Module); hooks or swapped modules inside it keep transformers' forward if present when the lean one is built,
+    which happens on the first call or after ``choose_forward``.
+    """
+    if model.training or model in _TRANSFORMERS:
         return None
     if model not in _LEAN:
         _LEAN[model] = LeanGPT2(model) if _supported(model) else None
-    return _LEAN[model]
+    lean = _LEAN[model]
+    if lean is not None and lean.config._attn_implementation != "sdpa":
+        return None
+    return lean
