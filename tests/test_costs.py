@@ -63,25 +63,27 @@ def _meter(monkeypatch, prompts: list[list[int]], max_new_tokens: int = 64):
     from tests.conftest import tiny_gpt2
 
     seen: list[list[Probe]] = []
+    rounds: list[int] = []
 
     def fake(probes, reps):
         seen.append(list(probes))
+        rounds.append(reps)
         return [float(i) for i in range(len(probes))]
 
     monkeypatch.setattr(measure, "probe_seconds", fake)
     models = {"v": tiny_gpt2(n_layer=1, n_embd=32, seed=1), "d": tiny_gpt2(n_layer=1, n_embd=32, seed=2)}
     config = parse_config({"verifier": "v", "drafts": [{"name": "d", "model": "d"}],
-                           "generation": {"max_new_tokens": max_new_tokens}})
+                           "generation": {"max_new_tokens": max_new_tokens}, "timing": {"cost_rounds": 12}})
     store = SimpleNamespace(config=config, verifier=SimpleNamespace(model=models["v"]),
                             model=lambda name: SimpleNamespace(model=models[name]),
                             prompts=lambda _slice: SimpleNamespace(ids=prompts))
-    return measure.StepCostMeter(store), config, models, seen
+    return measure.StepCostMeter(store), config, models, seen, rounds
 
 
 def test_the_meter_maps_each_probe_to_its_cost(monkeypatch) -> None:
     from specperf.config.cases import Case
 
-    meter, config, models, seen = _meter(monkeypatch, [list(range(5, 105)), list(range(7, 57))])
+    meter, config, models, seen, rounds = _meter(monkeypatch, [list(range(5, 105)), list(range(7, 57))])
     costs = meter.case_costs(Case(config.drafts[0], 4, "0:2"))
     case_probes = seen[0]
     # v(1) twice, the draft's block of 4, v(5), then the prefills: verifier's two, draft's two
@@ -92,16 +94,17 @@ def test_the_meter_maps_each_probe_to_its_cost(monkeypatch) -> None:
     assert costs.verifier_prefill_s == (4.0, 5.0) and costs.draft_prefill_s == (6.0, 7.0)
     assert costs.verify_curve_s == tuple(float(i) for i in range(8))
     assert len(case_probes[0].context) == 100 + 32  # the prompt and half of max_new_tokens
+    assert rounds == [12, 4]  # timing.cost_rounds for the case, a third of it for the curve
 
 
 def test_the_decode_context_fits_the_window_and_the_largest_block(monkeypatch) -> None:
     from specperf.config.cases import Case
 
-    meter, config, models, seen = _meter(monkeypatch, [list(range(5, 250))], max_new_tokens=8)
+    meter, config, models, seen, _ = _meter(monkeypatch, [list(range(5, 250))], max_new_tokens=8)
     meter.case_costs(Case(config.drafts[0], 6, "0:1"))
     context = seen[0][0].context
     assert len(context) == 256 - 7  # the window less the verify block of k + 1
     assert all(len(p.context) + len(p.block) * p.chain <= 256 for p in seen[0] + seen[1])
-    short, config, _, seen = _meter(monkeypatch, [[5, 6]], max_new_tokens=2)
+    short, config, _, seen, _ = _meter(monkeypatch, [[5, 6]], max_new_tokens=2)
     short.case_costs(Case(config.drafts[0], 6, "0:1"))
     assert len(seen[0][0].context) == 7 and len(seen[1][0].context) == 9  # room for v(7), and for v(9) of the curve

@@ -129,3 +129,15 @@ def test_forward_is_a_suite_key() -> None:
     with pytest.raises(ConfigError, match="forward") as err:
         parse_config({**base, "forward": "fast"})
     assert "lean" in str(err.value) and "transformers" in str(err.value)
+
+
+def test_the_suite_key_reaches_the_models() -> None:
+    from specperf.bench.store import ModelStore
+
+    suite = {"verifier": "embedded:verifier", "device": "cpu",
+             "drafts": [{"name": "d", "model": "embedded:draft-small"}]}
+    lean = ModelStore(parse_config(suite))
+    plain = ModelStore(parse_config({**suite, "forward": "transformers"}))
+    assert isinstance(lean_forward(lean.verifier.model), LeanGPT2)
+    assert lean_forward(plain.verifier.model) is None
+    assert lean_forward(plain.model("embedded:draft-small").model) is None

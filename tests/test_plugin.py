@@ -72,6 +72,7 @@ def test_json_carries_every_documented_key(suite, monkeypatch):
     assert cases["small-hf-k2-0:2"]["acceptance_aggregate"] == cases["small-k2-0:2"]["acceptance_aggregate"]
     specperf_info = data["machine_info"]["specperf"]
     assert {"torch", "transformers", "cuda", "gpu", "config_hash"} <= set(specperf_info)
+    assert specperf_info["forward"] == "lean"
     # Each model loaded once for the whole session, whatever the number of cases.
     assert loads[("embedded:verifier", "cpu", "float32")] == 1
     assert loads[("embedded:draft-small", "cpu", "float32")] == 1

@@ -7,7 +7,8 @@ speculative step's k draft forwards and its verify forward. The order matters on
 from the core's cache, so a verify forward right after k draft forwards costs more than one after another verify
 forward (11-16% for the embedded verifier after draft-medium on a 2-core Xeon with 2 MB of L2 per core), and the
 first draft forward of a block more than the others. Forwards measured in the loops' order, without the loops' host
-work, make a bound whose gap to the measured speedup is that host work. The verify-cost curve of the best-k
+work, make a bound whose gap to the measured speedup is that host work plus what probes cannot reproduce (README,
+"How close the engine comes to its bound"). The verify-cost curve of the best-k
 prediction is measured once per slice, its sizes interleaved too.
 """
 

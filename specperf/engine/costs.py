@@ -98,8 +98,3 @@ def probe_seconds(probes: Sequence[Probe], reps: int = 30) -> list[float]:
 def step_seconds(model: torch.nn.Module, prompt_ids: list[int], n_tokens: int = 1, reps: int = 30) -> float:
     """Median seconds of one cached forward over ``n_tokens`` new tokens after ``prompt_ids``."""
     return probe_seconds([Probe.step(model, tuple(prompt_ids), n_tokens)], reps)[0]
-
-
-def prefill_seconds(model: torch.nn.Module, prompt_ids: list[int], reps: int = 5) -> float:
-    """Median seconds of the forward over the whole prompt into an empty cache (what a request's first call costs)."""
-    return probe_seconds([Probe.prefill(model, tuple(prompt_ids))], reps)[0]

@@ -9,8 +9,8 @@ with the same mask rule), so its logits are bitwise equal to ``model(...)``'s: t
 at prefill, single tokens, blocks after a cache and after a rollback.
 
 It reads the parameters at each call, so it follows ``model.to(...)``; it writes keys and values through the engine's
-cache (``cache.update``), so rollback and every cache consumer are unchanged. Models that are not plain GPT-2 (cross
-attention, layer-index scaling, training mode) keep transformers' forward.
+cache (``cache.update``), so rollback and every cache consumer are unchanged. Models that are not plain GPT-2 (see
+``lean_forward``: cross attention, training mode, hooks or swapped modules, quantizers) keep transformers' forward.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from transformers.cache_utils import DynamicCache
 
 
 class _Block(NamedTuple):
-    """One transformer block's parameters (the module's own Parameter objects) and its activation."""
+    """One transformer block's submodules (the model's own, read at each call), its activation and its scaling."""
 
     ln_1: torch.nn.LayerNorm
     c_attn: torch.nn.Module
