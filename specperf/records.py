@@ -75,6 +75,9 @@ class Audit:
     accepted: int
     accept_counts: list[int]
     calls: int = 0  # verifier calls (prefill included) the replayed loop makes; 0 when not counted
+    # Positions where the engine's draft decided a near-tie the other way from the replay: the fewest that explain
+    # the engine's counters (0 when they equal the replay's; always 0 in float32). None when not checked.
+    near_ties: int | None = None
 
     @property
     def agreement(self) -> float | None:
@@ -153,6 +156,7 @@ class CaseRecord:
     draft_params: int = 0  # 0 without a draft model
     first_divergence: list[int | None] = field(default_factory=list)  # per request of the last round vs baseline
     divergence_margins: list[float | None] = field(default_factory=list)  # verifier logit gap at each divergence
+    divergence_magnitudes: list[float | None] = field(default_factory=list)  # the larger |logit| of that gap's two
     step_costs: StepCosts | None = None  # None at batch size > 1 (costs are measured at batch 1)
     timed: bool = True  # False: --benchmark-disable ran each pass once, untimed
     time_split: TimeSplit | None = None  # where the wall time goes; None for vLLM cases (other processes)

@@ -64,6 +64,45 @@ def test_divergence_margin_is_the_verifier_logit_gap(verifier):
         logits = verifier(torch.tensor([prompt + tokens[:3]])).logits[0, -1]
     runner_up = int(logits.topk(2).indices[1])
     other = tokens[:3] + [runner_up] + tokens[4:]
-    margin = divergence_margin(verifier, prompt, tokens, other, 3)
+    found = divergence_margin(verifier, prompt, tokens, other, 3)
+    assert found is not None
+    margin, magnitude = found
     assert margin == pytest.approx(float(logits[tokens[3]] - logits[runner_up]), abs=1e-5) and margin > 0
+    assert magnitude == pytest.approx(max(abs(float(logits[tokens[3]])), abs(float(logits[runner_up]))), abs=1e-5)
     assert divergence_margin(verifier, prompt, tokens, tokens[:3], 3) is None  # the other output ended there
+
+
+def test_the_divergence_margin_comes_from_the_baseline_loops_own_logits(verifier):
+    """Replayed as the verifier-only loop ran (prefill, then one cached token at a time): in bfloat16, the very
+    numbers that chose the baseline's token, so its token leads by a margin >= 0."""
+    from specperf.bench.audit import divergence_margin
+
+    half = clone_weights(verifier).to(torch.bfloat16)
+    prompt = PROMPTS[2]
+    tokens = specperf.decode(half, prompt, max_new_tokens=10).tokens
+    for position in range(10):
+        for other_token in range(5):
+            other = tokens[:position] + [other_token]
+            found = divergence_margin(half, prompt, tokens, other, position)
+            assert found is not None and found[0] >= 0.0  # the baseline's argmax, in its own numbers
+
+
+def test_the_vllm_audit_stops_at_the_context_window(verifier):
+    """A prompt within k tokens of the window: vLLM schedules no draft position past it, and the audit's
+    continuation and replay never index one (on CUDA an out-of-range position is a device assert)."""
+    from specperf.bench.audit import audit_vllm_model_draft, verifier_continuation, vllm_walk
+    from specperf.engine.forward import context_window
+
+    window, k = context_window(verifier), 4
+    draft = clone_weights(verifier)
+    prompt = (PROMPTS[2] * 20)[: window - 13]
+    tokens = specperf.decode(verifier, prompt, max_new_tokens=12).tokens  # prompt + output = window - 1
+    assert len(verifier_continuation(verifier, prompt, tokens, k)) == 2  # positions window - 1 and window
+    walk = vllm_walk(draft, verifier, prompt, tokens, k=k)
+    assert len(walk.matches) == len(tokens) + 1  # every drafted position, and none past the window
+    assert walk.rule.room == window - len(prompt) - 1
+    audit = audit_vllm_model_draft(draft, verifier, prompt, tokens, k=k)
+    blocks = [walk.rule.block(pos) for pos in range(1, len(tokens))]
+    assert blocks[-1] < k and audit.accepted == audit.proposed  # an identical draft accepts every scheduled token
+    far = audit_vllm_model_draft(draft, verifier, PROMPTS[0], tokens, k=k)  # far from the window: full blocks
+    assert far.proposed % k == 0

@@ -30,7 +30,7 @@ def record(**overrides: object) -> CaseRecord:
         baseline_rounds=[base, base],
         audits=[Audit([True, True, False], 4, 2, [0, 2, 0]), Audit([True, False, True], 4, 2, [0, 2, 0])],
         n_shortened=1, verifier_params=100, draft_params=10, first_divergence=[None, 3],
-        divergence_margins=[None, 0.05], step_costs=StepCosts(0.010, 0.012, 0.002))
+        divergence_margins=[None, 0.05], divergence_magnitudes=[None, 20.0], step_costs=StepCosts(0.010, 0.012, 0.002))
     fields.update(overrides)
     return CaseRecord(**fields)  # type: ignore[arg-type]
 
@@ -56,6 +56,12 @@ def test_acceptance_metrics_from_the_engine_counters():
     assert out["accept_counts"] == [0, 4, 0]
     assert out["position_acceptance"] == [0.75, 0.25]
     assert out["mean_accepted_length"] == 2.0
+    assert out["audit_near_ties"] is None  # these audits were not checked against counters
+
+
+def test_audit_near_ties_add_up_over_the_checked_requests():
+    audits = [Audit([True], 4, 2, [0, 2, 0], near_ties=0), Audit([True], 4, 2, [0, 2, 0], near_ties=3)]
+    assert extract.acceptance_metrics(record(audits=audits))["audit_near_ties"] == 3
 
 
 def test_hidden_counters_come_from_the_audit_never_zero():
@@ -75,8 +81,23 @@ def test_comparison_and_flops():
 def test_divergence_metrics_in_float32_and_half_precision():
     exact = extract.divergence_metrics(record())
     assert exact["exact_match_rate"] == 0.5 and exact["exact_match_gated"] == 0.5  # no tolerance in float32
+    assert exact["divergence_margin_steps"] == [None, None] and exact["near_tie_tolerance"] == 0.0
     half = extract.divergence_metrics(record(context=RunContext("v", "cuda", "float16", 0.0)))
-    assert half["exact_or_near_tie_rate"] == 1.0 and half["exact_match_gated"] == 1.0  # 0.05 <= 0.1: a near-tie
+    # One float16 step at 20 is 2**-6: 0.05 is 3.2 steps, within 4: a near-tie.
+    assert half["divergence_margin_steps"] == [None, pytest.approx(3.2)] and half["near_tie_tolerance"] == 4.0
+    assert half["exact_or_near_tie_rate"] == 1.0 and half["exact_match_gated"] == 1.0
+    # Either sign: the baseline's path gives the margin, and a negative one is as near as a positive one ...
+    negative = extract.divergence_metrics(record(context=RunContext("v", "cuda", "float16", 0.0),
+                                                 divergence_margins=[None, -0.05]))
+    assert negative["exact_match_gated"] == 1.0
+    # ... but a large one is a real disagreement (the old one-sided rule counted every negative margin as a tie).
+    large = extract.divergence_metrics(record(context=RunContext("v", "cuda", "float16", 0.0),
+                                              divergence_margins=[None, -3.0]))
+    assert large["exact_match_gated"] == 0.5 and large["divergence_margin_steps"][1] == pytest.approx(192.0)
+    # The same gap among small logits is many steps: relative, not absolute.
+    small = extract.divergence_metrics(record(context=RunContext("v", "cuda", "float16", 0.0),
+                                              divergence_magnitudes=[None, 0.5]))
+    assert small["exact_match_gated"] == 0.5
     sampled = extract.divergence_metrics(record(context=RunContext("v", "cpu", "float32", 0.8)))
     assert sampled["exact_match_gated"] is None  # sampling: exactness is not gated
 

@@ -63,6 +63,7 @@ class DraftInfo(BaseInfo):
     acceptance_aggregate: float | None
     audit_acceptance_aggregate: float | None
     replay_acceptance_aggregate: float | None
+    audit_near_ties: int | None  # draft near-ties the engine decided the other way (None: not checked)
     agreement_mean: float | None
     agreement_p50: float | None
     agreement_p95: float | None
@@ -77,8 +78,9 @@ class DraftInfo(BaseInfo):
     exact_match_rate: float
     first_divergence: list[int | None]
     flop_speedup: float | None
-    divergence_margins: list[float | None]
-    near_tie_tolerance: float
+    divergence_margins: list[float | None]  # logits
+    divergence_margin_steps: list[float | None]  # |margin| in steps of the dtype
+    near_tie_tolerance: float  # steps of the dtype (0 in float32)
     exact_or_near_tie_rate: float
     exact_match_gated: float | None
     cost_ratio: float | None

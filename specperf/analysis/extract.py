@@ -8,15 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from specperf import precision
 from specperf.analysis import stats
 from specperf.analysis.predict import prediction_metrics
-from specperf.records import CaseRecord, DecodeResult, pass_wall
-
-# Largest verifier logit gap at a divergence that still counts as a near-tie, per dtype. Half precision keeps
-# 8 (bfloat16) or 11 (float16) significant bits: at logits near 20 one step is 0.125 or 0.016, and a (k+1)-token
-# verify forward and a 1-token forward round differently, by a few steps after a dozen layers. float32 has no
-# tolerance: there, greedy output must equal the baseline token for token.
-NEAR_TIE = {"float32": 0.0, "float16": 0.1, "bfloat16": 0.5}
+from specperf.records import Audit, CaseRecord, DecodeResult, pass_wall
 
 
 def _pooled(rounds: list[list[DecodeResult]]) -> list[DecodeResult]:
@@ -147,6 +142,7 @@ def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
         "audit_acceptance_aggregate": sum(a.accepted for a in audits) / audit_proposed if audit_proposed else None,
         "replay_acceptance_aggregate": (sum(a.accepted for a in record.replay_audits) / replay_proposed
                                         if replay_proposed else None),
+        "audit_near_ties": _near_ties(audits),
         "agreement_mean": agree.mean if agree else None,
         "agreement_p50": agree.p50 if agree else None,
         "agreement_p95": agree.p95 if agree else None,
@@ -157,25 +153,46 @@ def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
     }
 
 
+def _near_ties(audits: list[Audit]) -> int | None:
+    """Draft decisions the engine took the other way from the replay at a near-tie, over the audited requests;
+    None when no counter was checked (sampling, vLLM n-gram, transformers)."""
+    checked = [a.near_ties for a in audits if a.near_ties is not None]
+    return sum(checked) if checked else None
+
+
+def divergence_steps(record: CaseRecord) -> list[float | None]:
+    """Per request: |verifier logit margin| at its first divergence, in steps of the dtype at the logits' magnitude
+    (:mod:`specperf.precision`); None where the output matched, ended there, or the dtype has no tolerance."""
+    dtype, magnitudes = record.context.dtype, record.divergence_magnitudes
+    steps: list[float | None] = []
+    for i, margin in enumerate(record.divergence_margins):
+        magnitude = magnitudes[i] if i < len(magnitudes) else None
+        steps.append(None if margin is None or magnitude is None else
+                     precision.margin_steps(margin, magnitude, dtype))
+    return steps
+
+
 def divergence_metrics(record: CaseRecord) -> dict[str, Any]:
     """Exactness against the paired baseline: exact share, near-ties in half precision, and the gated figure.
 
-    Sampled output differs from the baseline's by design (its guarantee is a distribution, tests/test_sampling), so
-    with temperature > 0 ``exact_match_gated`` is None: the exact-match floor does not apply.
+    A divergence is a near-tie when the verifier's margin there, either sign, lies within the dtype's tolerance
+    (float32 has none). Sampled output differs from the baseline's by design (its guarantee is a distribution,
+    tests/test_sampling), so with temperature > 0 ``exact_match_gated`` is None: the exact-match floor does not
+    apply.
     """
-    divergence, margins = record.first_divergence, record.divergence_margins
-    tolerance = NEAR_TIE.get(record.context.dtype, 0.0)
+    divergence, steps = record.first_divergence, divergence_steps(record)
+    tolerance = precision.tolerance_steps(record.context.dtype)
     exact = sum(d is None for d in divergence)
-    near_tie = sum(m is not None and m <= tolerance for m in margins)
+    near_tie = sum(s is not None and s <= tolerance for s in steps)
     n = len(divergence)
-    gated = exact if tolerance == 0.0 else exact + near_tie
     return {
         "exact_match_rate": exact / n,
         "first_divergence": divergence,
-        "divergence_margins": margins,
+        "divergence_margins": record.divergence_margins,
+        "divergence_margin_steps": steps,
         "near_tie_tolerance": tolerance,
         "exact_or_near_tie_rate": (exact + near_tie) / n,
-        "exact_match_gated": None if record.context.temperature > 0 else gated / n,
+        "exact_match_gated": None if record.context.temperature > 0 else (exact + near_tie) / n,
     }
 
 

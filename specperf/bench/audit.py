@@ -4,95 +4,101 @@ Two figures, kept apart:
 - agreement (the seed's "acceptance rate"): along the generated sequence, the fraction of positions where the
   draft's argmax equals the token the verifier emitted. Its aggregate estimates alpha.
 - draft acceptance (vLLM's definition): accepted / proposed draft tokens, recomputed from the same replay by
-  walking the engine's block structure. For greedy decoding it must equal the engine's own counters exactly.
+  walking the engine's block structure (specperf.bench.block_walk). For greedy decoding it must equal the engine's
+  own counters: exactly in float32; in float16/bfloat16 up to near-ties, positions where the draft's top two logits
+  lie within the dtype's rounding (specperf.precision), which are counted and reported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 
+from specperf.bench.block_walk import (
+    BlockRule,
+    Walk,
+    block_calls,
+    greedy_steps,
+    replay_blocks,
+    replay_full_blocks,
+)
 from specperf.bench.runner import CaseRunner
 from specperf.config.cases import Case
 from specperf.engine.drafters.base import Drafter
-from specperf.engine.forward import forward, model_device, new_cache
+from specperf.engine.forward import context_window, forward, model_device, new_cache
 from specperf.errors import SpecperfError
+from specperf.precision import is_near_tie, tolerance_steps
 from specperf.records import Audit, DecodeResult
+
+__all__ = ["AuditMismatch", "audit_case", "audit_drafter", "audit_model_draft", "audit_vllm_model_draft",
+           "block_calls", "divergences", "draft_matches", "draft_replay", "replay_blocks", "replay_full_blocks",
+           "verifier_continuation"]
 
 
 class AuditMismatch(SpecperfError):
-    """The audit's recomputed greedy acceptance differs from the engine's own counters."""
+    """The audit's recomputed greedy acceptance differs from the engine's own counters beyond near-ties."""
+
+
+def dtype_name(model: torch.nn.Module) -> str:
+    """``model``'s parameter dtype as the suite spells it: float32, float16, bfloat16."""
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def _near_flags(top: list[list[float]], chosen: list[float], matches: list[bool], dtype: str) -> list[bool]:
+    """Per position: is the draft's own decision a near-tie? Where the replay's argmax is the emitted token, the gap
+    to its runner-up; where it is not, the gap from the argmax down to the emitted token."""
+    flags = []
+    for (first, second), token_logit, match in zip(top, chosen, matches):
+        other = second if match else token_logit
+        flags.append(is_near_tie(first - other, max(abs(first), abs(other)), dtype))
+    return flags
 
 
 @torch.inference_mode()
-def draft_matches(draft: torch.nn.Module, prompt_ids: list[int], tokens: list[int]) -> list[bool]:
-    """One teacher-forced forward of ``draft`` over prompt + tokens[:-1]; compare its argmax with tokens[1:].
+def draft_replay(draft: torch.nn.Module, prompt_ids: list[int], tokens: list[int]) -> tuple[list[bool], list[bool]]:
+    """One teacher-forced forward of ``draft`` over prompt + tokens[:-1]: (matches, near) for tokens[1:].
 
-    Token 0 follows the prompt and is the verifier's prefill token, which the engine never drafts.
+    ``matches[i]``: the draft's argmax equals tokens[i + 1]. ``near[i]``: that decision is a near-tie in the draft's
+    dtype (:mod:`specperf.precision`; never in float32). Token 0 follows the prompt and is the verifier's prefill
+    token, which the engine never drafts.
     """
     if len(tokens) < 2:
-        return []
+        return [], []
     device = next(draft.parameters()).device
     ids = torch.tensor([prompt_ids + tokens[:-1]], device=device)  # (1, T + n - 1)
-    logits = draft(input_ids=ids).logits[0, len(prompt_ids):]  # (n - 1, V): predicts tokens[1:]
-    predicted = logits.argmax(dim=-1).tolist()
-    return [p == t for p, t in zip(predicted, tokens[1:])]
+    logits = draft(input_ids=ids).logits[0, len(prompt_ids):].float()  # (n - 1, V): predicts tokens[1:]
+    targets = torch.tensor(tokens[1:], device=device)  # (n - 1,)
+    top = logits.topk(2, dim=-1)  # values, indices: (n - 1, 2)
+    chosen = logits.gather(1, targets.unsqueeze(1))[:, 0]  # (n - 1,)
+    matches = (top.indices[:, 0] == targets).tolist()
+    dtype = dtype_name(draft)
+    near = _near_flags(top.values.tolist(), chosen.tolist(), matches, dtype) if tolerance_steps(dtype) else \
+        [False] * len(matches)
+    return matches, near
 
 
-def _greedy_steps(matches: list[bool], k: int, max_new_tokens: int) -> Iterator[tuple[int, int]]:
-    """The engine's greedy block structure over ``matches``: (drafted, accepted) for each step after the prefill.
-
-    A step at emitted position ``pos`` drafts k' = min(k, max_new_tokens - pos - 1) tokens, accepts the leading ones
-    the draft got right (never past the end of the sequence), and emits them plus the verifier's token.
-    """
-    n_tokens, pos = len(matches) + 1, 1
-    while pos < n_tokens:
-        block = min(k, max_new_tokens - pos - 1)
-        n = 0
-        while n < block and pos + n < n_tokens and matches[pos - 1 + n]:
-            n += 1
-        yield block, n
-        pos += n + 1
+def draft_matches(draft: torch.nn.Module, prompt_ids: list[int], tokens: list[int]) -> list[bool]:
+    """The draft's teacher-forced argmax against tokens[1:] (see :func:`draft_replay`)."""
+    return draft_replay(draft, prompt_ids, tokens)[0]
 
 
-def replay_blocks(matches: list[bool], k: int, max_new_tokens: int) -> tuple[int, int, list[int]]:
-    """Walk the engine's greedy block structure over ``matches``; return (proposed, accepted, accept_counts)."""
-    proposed = accepted = 0
-    counts = [0] * (k + 1)
-    for block, n in _greedy_steps(matches, k, max_new_tokens):
-        if block:
-            proposed, accepted = proposed + block, accepted + n
-            counts[n] += 1
-    return proposed, accepted, counts
-
-
-def block_calls(matches: list[bool], k: int, max_new_tokens: int) -> int:
-    """Verifier calls (the prefill included) specperf's greedy loop makes to emit len(matches) + 1 tokens at block
-    size k, the draft's teacher-forced ``matches`` being known."""
-    return 1 + sum(1 for _ in _greedy_steps(matches, k, max_new_tokens))
-
-
-def replay_full_blocks(matches: list[bool], k: int, n_tokens: int) -> tuple[int, int, list[int]]:
-    """vLLM's block structure: every step drafts k tokens, even past max_tokens, and counts the leading ones the
-    draft got right; ``matches`` must reach k - 1 positions past the output (the verifier's continuation)."""
-    proposed = accepted = 0
-    counts = [0] * (k + 1)
-    pos = 1
-    while pos < n_tokens:
-        n = 0
-        while n < k and matches[pos - 1 + n]:
-            n += 1
-        proposed, accepted = proposed + k, accepted + n
-        counts[n] += 1
-        pos += n + 1
-    return proposed, accepted, counts
+def audit_window(*models: torch.nn.Module) -> int | None:
+    """The smallest context window among ``models`` (None when none states one): the audit never feeds past it."""
+    windows = [w for w in map(context_window, models) if w is not None]
+    return min(windows) if windows else None
 
 
 @torch.inference_mode()
-def verifier_continuation(verifier: torch.nn.Module, prompt_ids: list[int], tokens: list[int], n: int) -> list[int]:
-    """The verifier's next ``n`` greedy tokens after prompt + tokens (KV-cached): what a verify step saw beyond
-    the end of the output."""
+def verifier_continuation(verifier: torch.nn.Module, prompt_ids: list[int], tokens: list[int], n: int,
+                          window: int | None = None) -> list[int]:
+    """The verifier's next greedy tokens after prompt + tokens (KV-cached): what a verify step saw beyond the end of
+    the output. At most ``n``, and never a position past ``window`` (default: the verifier's own): the last token
+    returned is predicted at position ``window - 1``, so feeding prompt + tokens + all but the last one stays inside."""
+    window = context_window(verifier) if window is None else window
+    length = len(prompt_ids) + len(tokens)
+    if window is not None:
+        n = min(n, window - length + 1)
+    if n <= 0 or length == 0:
+        return []
     cache = new_cache()
     ids = torch.tensor([prompt_ids + tokens], device=model_device(verifier))  # (1, T + len(tokens))
     logits, extra = forward(verifier, ids, cache, 1), []  # (1, 1, V)
@@ -104,21 +110,43 @@ def verifier_continuation(verifier: torch.nn.Module, prompt_ids: list[int], toke
     return extra
 
 
+def vllm_walk(draft: torch.nn.Module, verifier: torch.nn.Module, prompt_ids: list[int], tokens: list[int], *,
+              k: int) -> Walk:
+    """The draft's decisions along the output and the verifier's continuation, walked as vLLM drafts: full blocks to
+    the last step, none scheduled past the context window."""
+    window = audit_window(draft, verifier)
+    tail = verifier_continuation(verifier, prompt_ids, tokens, k, window) if tokens else []
+    matches, near = draft_replay(draft, prompt_ids, tokens + tail)
+    room = None if window is None else window - len(prompt_ids) - 1
+    return Walk(matches, near, BlockRule(k, None, room), len(tokens))
+
+
+def model_walk(draft: torch.nn.Module, prompt_ids: list[int], tokens: list[int], *, k: int,
+               max_new_tokens: int) -> Walk:
+    """The draft's decisions along the output, walked as specperf's greedy loop drafts."""
+    matches, near = draft_replay(draft, prompt_ids, tokens)
+    return Walk(matches, near, BlockRule(k, max_new_tokens), len(tokens))
+
+
+def walk_audit(walk: Walk, *, calls: bool) -> Audit:
+    """The :class:`Audit` of a walk: agreement along the output, the recomputed counts, and (``calls``) the verifier
+    calls of specperf's loop."""
+    proposed, accepted, counts = walk.counts()
+    n_calls = 1 + sum(1 for _ in greedy_steps(walk.matches, walk.rule, walk.n_tokens)) if calls and walk.n_tokens \
+        else 0
+    return Audit(walk.matches[: max(0, walk.n_tokens - 1)], proposed, accepted, counts, calls=n_calls)
+
+
 def audit_vllm_model_draft(draft: torch.nn.Module, verifier: torch.nn.Module, prompt_ids: list[int],
                            tokens: list[int], *, k: int) -> Audit:
-    """Agreement along the output, and acceptance recomputed as vLLM counts it (full blocks to the last step)."""
-    tail = verifier_continuation(verifier, prompt_ids, tokens, k) if tokens else []
-    matches = draft_matches(draft, prompt_ids, tokens + tail)
-    proposed, accepted, counts = replay_full_blocks(matches, k, len(tokens))
-    return Audit(matches[: max(0, len(tokens) - 1)], proposed, accepted, counts)
+    """Agreement along the output, and acceptance recomputed as vLLM counts it (see :func:`vllm_walk`)."""
+    return walk_audit(vllm_walk(draft, verifier, prompt_ids, tokens, k=k), calls=False)
 
 
 def audit_model_draft(draft: torch.nn.Module, prompt_ids: list[int], tokens: list[int], *, k: int,
                       max_new_tokens: int) -> Audit:
     """Agreement and recomputed greedy acceptance of a draft model along a decoded sequence."""
-    matches = draft_matches(draft, prompt_ids, tokens)
-    proposed, accepted, counts = replay_blocks(matches, k, max_new_tokens)
-    return Audit(matches, proposed, accepted, counts, calls=block_calls(matches, k, max_new_tokens) if tokens else 0)
+    return walk_audit(model_walk(draft, prompt_ids, tokens, k=k, max_new_tokens=max_new_tokens), calls=True)
 
 
 def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *, k: int,
@@ -153,62 +181,91 @@ def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *,
 
 @torch.inference_mode()
 def divergence_margin(verifier: torch.nn.Module, prompt_ids: list[int], reference: list[int], other: list[int],
-                      position: int) -> float | None:
-    """How close the verifier was to a tie where two greedy outputs part: logit(reference's token) minus
-    logit(other's token), at ``position``, on the reference's prefix. None when one output ended there (EOS).
+                      position: int) -> tuple[float, float] | None:
+    """How close the verifier was to a tie where two greedy outputs part, as the reference's own path saw it:
+    (logit of the reference's token minus that of the other's, the larger of the two logits' magnitudes) at
+    ``position``. None when one output ended there (EOS).
 
-    In float16/bfloat16 a verify forward over k+1 tokens and a one-token forward round differently; where the top
-    two logits are this close, either token is the verifier's greedy choice.
+    The logits come from the verifier-only loop's own computation, replayed: the prompt's prefill, then one cached
+    forward per reference token, the same shapes in the same order, so the same numbers that chose the reference's
+    token (a full-prefix forward would be a third computation, rounding differently from both outputs' paths). In
+    float16/bfloat16 a verify forward over k+1 tokens rounds differently; where the two logits are this close, either
+    token is the verifier's greedy choice.
     """
     if position >= len(reference) or position >= len(other):
         return None
-    device = next(verifier.parameters()).device
-    ids = torch.tensor([prompt_ids + reference[:position]], device=device)  # (1, T + position)
-    logits = verifier(input_ids=ids, logits_to_keep=1).logits[0, -1].float()  # (V,)
-    return float(logits[reference[position]] - logits[other[position]])
+    cache = new_cache()
+    ids = torch.tensor([prompt_ids], device=model_device(verifier))  # (1, T)
+    logits = forward(verifier, ids, cache, 1)[0, -1]  # (V,): predicts reference[0]
+    for token in reference[:position]:
+        logits = forward(verifier, ids.new_tensor([[token]]), cache, 1)[0, -1]  # (V,)
+    pair = logits[[reference[position], other[position]]].float().tolist()  # [theirs, ours]
+    return pair[0] - pair[1], max(abs(pair[0]), abs(pair[1]))
+
+
+def _walk(runner: CaseRunner, case: Case, prompt: list[int], tokens: list[int], k: int) -> Walk | None:
+    """The walk of a model draft's decisions along ``tokens``; None for drafters replayed step by step."""
+    assert case.draft is not None
+    store, max_new = runner.store, runner.store.config.generation.max_new_tokens
+    if case.draft.drafter == "prompt-lookup" or runner.interventions.replays_drafter:
+        return None
+    assert case.draft.model is not None
+    draft = store.model(case.draft.model).model
+    if case.draft.engine == "vllm":
+        return vllm_walk(draft, store.verifier.model, prompt, tokens, k=k)
+    return model_walk(draft, prompt, tokens, k=k, max_new_tokens=max_new)
 
 
 def audit_case(runner: CaseRunner, case: Case, results: list[DecodeResult], *, prompts: list[list[int]] | None = None,
                k: int | None = None, check: bool = True) -> list[Audit]:
-    """Replay each request's tokens through the case's draft, teacher-forced; check greedy counters exactly.
+    """Replay each request's tokens through the case's draft, teacher-forced; check greedy counters.
 
     ``prompts`` default to the case's slice and ``k`` to the case's; ``check=False`` replays tokens that the
     engine did not produce (the acceptance slice's verifier-only output), whose counters there are none to check.
     """
     assert case.draft is not None
-    store, gen = runner.store, runner.store.config.generation
-    prompts = store.prompts(case.slice).ids if prompts is None else prompts
+    gen = runner.store.config.generation
+    prompts = runner.store.prompts(case.slice).ids if prompts is None else prompts
     k = case.k if k is None else k
-    audits = []
     vllm_model = case.draft.engine == "vllm" and case.draft.drafter == "model"
-    for prompt, result in zip(prompts, results):
-        if vllm_model:
-            assert case.draft.model is not None
-            audit = audit_vllm_model_draft(store.model(case.draft.model).model, store.verifier.model, prompt,
-                                           result.tokens, k=k)
-        elif case.draft.drafter == "prompt-lookup" or runner.interventions.replays_drafter:
+    # Greedy counters are fully determined by the tokens: specperf's own, and vLLM's draft models (its n-gram
+    # lookup matches differently from specperf's, so its audit is a comparison, not a check).
+    checked = check and gen.temperature == 0.0 and (case.draft.engine == "specperf" or vllm_model)
+    audits = []
+    for i, (prompt, result) in enumerate(zip(prompts, results)):
+        walk = _walk(runner, case, prompt, result.tokens, k)
+        if walk is None:
             audit = audit_drafter(runner.new_drafter(case.draft), prompt, result.tokens, k=k,
                                   max_new_tokens=gen.max_new_tokens)
         else:
-            assert case.draft.model is not None
-            audit = audit_model_draft(store.model(case.draft.model).model, prompt, result.tokens, k=k,
-                                      max_new_tokens=gen.max_new_tokens)
+            audit = walk_audit(walk, calls=not vllm_model)
+        if checked:
+            audit.near_ties = check_counters(f"{case.id}, request {i}", result, audit, walk)
         audits.append(audit)
-    # Greedy counters are fully determined by the tokens: specperf's own, and vLLM's draft models (its n-gram
-    # lookup matches differently from specperf's, so its audit is a comparison, not a check).
-    if check and gen.temperature == 0.0 and (case.draft.engine == "specperf" or vllm_model):
-        check_counters(case, results, audits)
     return audits
 
 
-def check_counters(case: Case, results: list[DecodeResult], audits: list[Audit]) -> None:
-    """The engine's accepted/proposed counts equal the audit's recomputation, request by request."""
-    for i, (result, audit) in enumerate(zip(results, audits)):
-        if (result.proposed, result.accepted) != (audit.proposed, audit.accepted):
-            raise AuditMismatch(
-                f"{case.id}, request {i}: the engine counted {result.accepted}/{result.proposed} accepted/proposed "
-                f"draft tokens, the audit recomputed {audit.accepted}/{audit.proposed}"
-            )
+def check_counters(label: str, result: DecodeResult, audit: Audit, walk: Walk | None) -> int:
+    """The engine's (proposed, accepted) against the audit's recomputation: returns the near-ties it took to agree
+    (0 when equal); raises :class:`AuditMismatch` when no choice of near-tie outcomes reproduces the engine's.
+
+    Exact in float32 (no position is a near-tie there) and for model-free drafters (no walk).
+    """
+    target = (result.proposed, result.accepted)
+    if target == (audit.proposed, audit.accepted):
+        return 0
+    flips = None
+    if walk is not None and result.proposed is not None and result.accepted is not None:
+        flips = walk.fewest_near_ties((result.proposed, result.accepted))
+    if flips is not None:
+        return flips
+    near = sum(walk.near) if walk is not None else 0
+    raise AuditMismatch(
+        f"{label}: the engine counted {result.accepted}/{result.proposed} accepted/proposed draft tokens, the audit "
+        f"recomputed {audit.accepted}/{audit.proposed}, and deciding the replay's {near} near-tie position(s) "
+        "either way does not reproduce the engine's counts: the engine's draft or verify path disagrees with the "
+        "draft model beyond rounding"
+    )
 
 
 def first_divergence(a: list[int], b: list[int]) -> int | None:
@@ -220,8 +277,9 @@ def first_divergence(a: list[int], b: list[int]) -> int | None:
 
 
 def divergences(runner: CaseRunner, case: Case, baseline: list[DecodeResult],
-                results: list[DecodeResult]) -> tuple[list[int | None], list[float | None]]:
-    """Per request: where the case's tokens first part from the baseline's, and the verifier's logit margin there."""
+                results: list[DecodeResult]) -> tuple[list[int | None], list[tuple[float, float] | None]]:
+    """Per request: where the case's tokens first part from the baseline's, and (margin, magnitude) of the
+    verifier's logits there (see :func:`divergence_margin`)."""
     prompts, verifier = runner.store.prompts(case.slice).ids, runner.store.verifier.model
     positions, margins = [], []
     for prompt, base, result in zip(prompts, baseline, results):

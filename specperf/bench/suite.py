@@ -82,7 +82,9 @@ class SuiteBench:
                 record.replay_slice, record.replay_audits, record.calls_by_k = replay
         # Exactness is against specperf's verifier-only tokens for every engine (vLLM's baseline is vLLM's own).
         reference = self.runner.reference(case.slice) if vllm else base_last
-        record.first_divergence, record.divergence_margins = divergences(self.runner, case, reference, last)
+        record.first_divergence, margins = divergences(self.runner, case, reference, last)
+        record.divergence_margins = [None if m is None else m[0] for m in margins]
+        record.divergence_magnitudes = [None if m is None else m[1] for m in margins]
         if case.draft.drafter == "model" and case.draft.model is not None and (not vllm or record.audits):
             record.draft_params = self.store.model(case.draft.model).n_params
         # The step costs are of specperf's own forwards; they say nothing about vLLM's kernels.
