@@ -1,23 +1,39 @@
 """The vLLM engine's configuration and pure parts, which need no vLLM: the ``vllm:`` mapping, the case order that
-keeps engines few, the engine arguments, CPU binding, vLLM's per-request counters turned into a DecodeResult, and
-the audit's replay of vLLM's block structure. The engine itself is tested in tests/vllm_engine/ (a vLLM environment)."""
+keeps engines few, the engine arguments, the memory share on CUDA, CPU binding, vLLM's per-request counters turned
+into a DecodeResult, and the audit's replay of vLLM's block structure; the engines' lifecycle (memory freed before a
+start, a failed shutdown) against a fake ``vllm`` module and a fake CUDA device. The engine itself is tested in
+tests/vllm_engine/ (a vLLM environment)."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
-from types import SimpleNamespace
+import logging
+import math
+import sys
+import weakref
+from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
+import torch
 
 from specperf.bench.audit import replay_blocks, replay_full_blocks
 from specperf.config import parse_config
 from specperf.config.cases import build_cases
 from specperf.config.schema import VllmSpec
 from specperf.engine.vllm_engine import (
+    ENGINE_OVERHEAD,
+    GIB,
     EngineKey,
+    EngineNotShutDown,
+    EngineOutOfMemory,
     VllmEngineError,
+    VllmEngines,
     audited_method,
+    check_start_memory,
     cpu_binding,
+    default_memory_utilization,
     engine_args,
     result_from_output,
     speculative_config,
@@ -102,14 +118,26 @@ def test_the_plugin_refuses_a_vllm_suite_without_vllm(pytester: pytest.Pytester)
 
 
 def test_engine_arguments_take_the_suites_values_then_device_defaults() -> None:
+    asked: list[str] = []
+
+    def measured() -> float:
+        asked.append("measured")
+        return 0.42
+
     args = dict(engine_args(VllmSpec(tensor_parallel_size=2, max_model_len=512), device="cpu", dtype="float32",
-                            seed=7, max_batch=8, verifier_dir="/v", trust_remote_code=False))
+                            seed=7, max_batch=8, verifier_dir="/v", trust_remote_code=False,
+                            memory_default=lambda: 0.15))
     assert args == {"model": "/v", "dtype": "float32", "seed": 7, "disable_log_stats": False,
                     "trust_remote_code": False, "gpu_memory_utilization": 0.15, "max_num_seqs": 8,
                     "tensor_parallel_size": 2, "max_model_len": 512, "enforce_eager": True}
+    # On CUDA too, eager unless the suite says otherwise; the user's share is kept and the device is not measured.
     cuda = dict(engine_args(VllmSpec(gpu_memory_utilization=0.3, max_num_seqs=64), device="cuda:0",
-                            dtype="float16", seed=0, max_batch=8, verifier_dir="gpt2-xl", trust_remote_code=True))
-    assert (cuda["gpu_memory_utilization"], cuda["max_num_seqs"], "enforce_eager" in cuda) == (0.3, 64, False)
+                            dtype="float16", seed=0, max_batch=8, verifier_dir="gpt2-xl", trust_remote_code=True,
+                            memory_default=measured))
+    assert (cuda["gpu_memory_utilization"], cuda["max_num_seqs"], cuda["enforce_eager"], asked) == (0.3, 64, True, [])
+    graphs = dict(engine_args(VllmSpec(enforce_eager=False), device="cuda:0", dtype="float16", seed=0, max_batch=8,
+                              verifier_dir="gpt2-xl", trust_remote_code=False, memory_default=measured))
+    assert (graphs["gpu_memory_utilization"], graphs["enforce_eager"], asked) == (0.42, False, ["measured"])
     key = EngineKey(tuple(sorted(args.items())), (("method", "ngram"),))
     assert key.kwargs()["speculative_config"] == {"method": "ngram"}
     assert key.kwargs()["per_request_spec_decode_metrics"] == "detailed"
@@ -189,3 +217,174 @@ def test_the_shipped_vllm_suites_load() -> None:
         engines = {d.engine for d in config.drafts}
         assert engines == {"specperf", "vllm"}
         assert 8 in config.batch_size and set(config.k) == {2, 4}
+
+
+def test_the_default_share_fits_both_engines_in_the_free_memory() -> None:
+    """vLLM reserves ceil(total x share) at each start and needs that much free; the default leaves 10% of the free
+    memory to this process and 1 GiB per engine for its CUDA context, then splits the rest, rounded down."""
+    # An H200-sized device with gpt2-xl and its drafts loaded here: (134 - 13.4 - 2) / (2 x 140) = 0.4236.
+    assert default_memory_utilization(134 * GIB, 140 * GIB) == 0.42
+    # A 24 GiB device with 6 GiB used here: (18 - 1.8 - 2) / 48 = 0.2958. The old fixed 0.4 needs 2 x 9.6 > 18 GiB.
+    assert default_memory_utilization(18 * GIB, 24 * GIB) == 0.29
+    assert default_memory_utilization(80 * GIB, 100 * GIB) == 0.35  # (80 - 8 - 2) / 200 exactly: not 0.34
+    assert default_memory_utilization(80 * GIB, 100 * GIB, engines=1) == 0.71  # (80 - 8 - 1) / 100
+    with pytest.raises(EngineOutOfMemory, match=r"2\.50 of 24\.00 GiB .* too little for 2 vLLM engines.*"
+                                                 r"set vllm\.gpu_memory_utilization"):
+        default_memory_utilization(5 * GIB // 2, 24 * GIB)
+
+
+@pytest.mark.parametrize(("free", "total"), [(18 * GIB, 24 * GIB), (134 * GIB, 140 * GIB), (39 * GIB, 40 * GIB),
+                                             (7 * GIB, 80 * GIB)])
+def test_both_engines_pass_vllms_start_check_at_the_default(free: int, total: int) -> None:
+    share = default_memory_utilization(free, total)
+    reserved = math.ceil(total * share) + ENGINE_OVERHEAD  # what one engine takes: its share and its CUDA context
+    check_start_memory(free, total, share, "first")  # the first engine, on the device as measured
+    check_start_memory(free - reserved, total, share, "second")  # its twin, started next to it
+    assert free - 2 * reserved >= free // 10  # this process keeps its headroom
+
+
+def test_the_start_check_is_vllms_own() -> None:
+    needed = -(-24 * GIB * 4 // 10)  # ceil(total x 0.4), as vLLM computes it
+    check_start_memory(needed, 24 * GIB, 0.4, "case-a")
+    with pytest.raises(EngineOutOfMemory) as info:
+        check_start_memory(needed - 1, 24 * GIB, 0.4, "case-a")
+    assert str(info.value).startswith("case-a: a vLLM engine at gpu_memory_utilization 0.4 reserves 9.60 GiB "
+                                      "(0.4 x 24.00 GiB, the device's total), and only 9.60 GiB is free. Fix: ")
+
+
+class FakeCuda:
+    """torch.cuda's memory calls on a machine without CUDA: a device with ``free`` of ``total`` bytes free; every
+    call is recorded in ``events``, which the fake engines share."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, events: list[str], free: int, total: int) -> None:
+        self.events, self.free, self.total = events, free, total
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
+        monkeypatch.setattr(torch.cuda, "mem_get_info", self.mem_get_info)
+
+    def mem_get_info(self, device: Any = None) -> tuple[int, int]:
+        self.events.append("mem_get_info")
+        return self.free, self.total
+
+
+@pytest.fixture
+def events() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch: pytest.MonkeyPatch, events: list[str]) -> SimpleNamespace:
+    """A ``vllm`` module whose LLM records its arguments and start; ``state.fail_shutdown`` makes shutdowns fail."""
+    state = SimpleNamespace(started=[], fail_shutdown=None, at_start_hooks=[], at_start=[])
+
+    class LLM:
+        def __init__(self, **kwargs: Any) -> None:
+            events.append("start")
+            state.started.append(kwargs)
+            state.at_start.append([hook() for hook in state.at_start_hooks])
+            self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=self.shutdown))
+
+        def shutdown(self) -> None:
+            events.append("shutdown")
+            if state.fail_shutdown is not None:
+                raise state.fail_shutdown
+
+    module = ModuleType("vllm")
+    module.LLM = LLM  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    return state
+
+
+def cuda_key(engines: VllmEngines, speculative: bool, spec: VllmSpec | None = None) -> EngineKey:
+    args = engine_args(spec or VllmSpec(), device="cuda:0", dtype="float16", seed=0, max_batch=8, verifier_dir="/v",
+                       trust_remote_code=False, memory_default=engines.memory_default)
+    return EngineKey(args, (("method", "ngram"),) if speculative else None)
+
+
+def test_the_cuda_share_is_measured_once_after_freeing_this_processs_cache(
+        monkeypatch: pytest.MonkeyPatch, events: list[str]) -> None:
+    cuda = FakeCuda(monkeypatch, events, 18 * GIB, 24 * GIB)
+    engines = VllmEngines(device="cuda:0", threads=None)
+    assert engines.memory_default() == 0.29
+    assert events == ["empty_cache", "mem_get_info"]
+    cuda.free = 5 * GIB  # later measurements would change every engine key: the session keeps its first share
+    assert engines.memory_default() == 0.29 and events == ["empty_cache", "mem_get_info"]
+    assert VllmEngines(device="cpu", threads=1).memory_default() == 0.15
+    assert events == ["empty_cache", "mem_get_info"]  # a CPU is not measured
+
+
+def test_an_engine_starts_after_this_process_gave_its_cached_memory_back(
+        monkeypatch: pytest.MonkeyPatch, events: list[str], fake_vllm: SimpleNamespace) -> None:
+    FakeCuda(monkeypatch, events, 18 * GIB, 24 * GIB)
+    engines = VllmEngines(device="cuda:0", threads=None)
+    key = cuda_key(engines, speculative=True)
+    events.clear()
+
+    class Held:  # a tensor-holding object kept alive only by a reference cycle, as a finished case can leave
+        pass
+
+    garbage = Held()
+    garbage.cycle = garbage  # type: ignore[attr-defined]
+    alive = weakref.ref(garbage)
+    fake_vllm.at_start_hooks.append(lambda: alive() is None)
+    gc.disable()
+    try:
+        del garbage
+        assert alive() is not None
+        engines.get(key, "case-a")
+    finally:
+        gc.enable()
+    assert fake_vllm.at_start == [[True]]  # collected before the engine started
+    assert events == ["empty_cache", "mem_get_info", "start"]
+    assert (fake_vllm.started[0]["gpu_memory_utilization"], fake_vllm.started[0]["enforce_eager"]) == (0.29, True)
+
+
+def test_an_engine_that_cannot_fit_is_refused_before_vllm_starts(
+        monkeypatch: pytest.MonkeyPatch, events: list[str], fake_vllm: SimpleNamespace) -> None:
+    cuda = FakeCuda(monkeypatch, events, 18 * GIB, 24 * GIB)
+    engines = VllmEngines(device="cuda:0", threads=None)
+    key = cuda_key(engines, speculative=False, spec=VllmSpec(gpu_memory_utilization=0.4))  # the user's, kept
+    cuda.free = 9 * GIB
+    with pytest.raises(EngineOutOfMemory, match=r"^case-a \(verifier-only baseline\): a vLLM engine at "
+                                                r"gpu_memory_utilization 0\.4 reserves 9\.60 GiB .* only 9\.00 GiB"):
+        engines.get(key, "case-a (verifier-only baseline)")
+    assert fake_vllm.started == [] and "mem_get_info" in events
+
+
+def test_a_failed_shutdown_is_logged_and_refuses_the_next_start(
+        monkeypatch: pytest.MonkeyPatch, events: list[str], fake_vllm: SimpleNamespace,
+        caplog: pytest.LogCaptureFixture) -> None:
+    FakeCuda(monkeypatch, events, 100 * GIB, 100 * GIB)
+    engines = VllmEngines(device="cuda:0", threads=None)
+    base, first = cuda_key(engines, speculative=False), cuda_key(engines, speculative=True)
+    second = EngineKey(first.args, (("method", "draft_model"),))
+    baseline_engine = engines.get(base, "case-a (verifier-only baseline)")
+    engines.get(first, "case-a")
+    fake_vllm.fail_shutdown = RuntimeError("zmq socket closed")
+    with caplog.at_level(logging.ERROR, logger="specperf.engine.vllm_engine"), \
+            pytest.raises(EngineNotShutDown) as info:
+        engines.get(second, "case-b")  # shuts case-a's engine down first: that fails
+    message = str(info.value)
+    for fragment in ("case-b: specperf starts no more vLLM engines", "the engine of case-a failed to shut down "
+                     "(RuntimeError: zmq socket closed)", "may still hold the memory", "Fix: stop what is left",
+                     "VLLM::EngineCore"):
+        assert fragment in message
+    [record] = caplog.records
+    assert record.getMessage() == "case-a: the vLLM engine failed to shut down: RuntimeError: zmq socket closed"
+    assert record.exc_info is not None and record.exc_info[1] is fake_vllm.fail_shutdown
+    assert len(fake_vllm.started) == 2  # case-b's engine was never started
+    assert engines.get(base, "case-b (verifier-only baseline)") is baseline_engine  # a live engine is still served
+    engines.close()
+    assert events.count("shutdown") == 2
+
+
+def test_engines_of_a_kind_replace_each_other(monkeypatch: pytest.MonkeyPatch, events: list[str],
+                                              fake_vllm: SimpleNamespace) -> None:
+    FakeCuda(monkeypatch, events, 100 * GIB, 100 * GIB)
+    engines = VllmEngines(device="cuda:0", threads=None)
+    first = cuda_key(engines, speculative=True)
+    engines.get(first, "case-a")
+    events.clear()
+    engines.get(EngineKey(first.args, (("method", "draft_model"),)), "case-b")
+    assert events == ["shutdown", "empty_cache", "mem_get_info", "start"]  # the old one's memory first
+    engines.close()
+    assert events[-1] == "shutdown"

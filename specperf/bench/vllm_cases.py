@@ -85,7 +85,7 @@ class VllmCases:
         args = engine_args(config.vllm_for(case.draft), device=str(self.store.device), dtype=config.dtype,
                            seed=config.generation.seed, max_batch=max(config.batch_size),
                            verifier_dir=self.staged.location(config.verifier),
-                           trust_remote_code=config.trust_remote_code)
+                           trust_remote_code=config.trust_remote_code, memory_default=self.engines.memory_default)
         extras = tuple(sorted(self.speculative(case).items())) if speculative else None
         return EngineKey(args, extras)
 

@@ -117,10 +117,10 @@ class VllmSpec:
     tensor_parallel_size: int | None = None  # GPUs (CPU: worker processes) the verifier is split across
     pipeline_parallel_size: int | None = None  # pipeline stages (nodes, with distributed_executor_backend: ray)
     distributed_executor_backend: str | None = None  # mp | ray | uni | external_launcher; None = vLLM's choice
-    gpu_memory_utilization: float | None = None  # fraction of device memory (CPU: of the NUMA node) per engine
+    gpu_memory_utilization: float | None = None  # share of total memory per engine; None: 0.15 CPU, CUDA from free
     max_num_seqs: int | None = None  # requests decoded together; at least the largest batch_size
     max_model_len: int | None = None  # context window vLLM plans for; None = prompt + max_new_tokens + k room
-    enforce_eager: bool | None = None  # no CUDA graphs / torch.compile; None = true on CPU, vLLM's default on GPU
+    enforce_eager: bool | None = None  # no CUDA graphs / torch.compile; None = true (fast engine starts)
     speculative_config: tuple[tuple[str, str | int | float | bool | None], ...] = ()  # extras, sorted by key
 
     def merged(self, override: VllmSpec | None) -> VllmSpec:

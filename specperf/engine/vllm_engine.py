@@ -12,11 +12,13 @@ vLLM is imported only here, and only when a suite has an ``engine: vllm`` draft.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import math
 import os
 import time
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +30,14 @@ log = logging.getLogger(__name__)
 
 # specperf's drafters and the vLLM speculative methods that run them.
 METHODS = {"model": "draft_model", "prompt-lookup": "ngram"}
-# Device defaults for keys the suite leaves unset. Two engines are alive at once (the verifier-only baseline and
-# one speculative engine), so each takes well under half the device; on a CPU the fraction is of the NUMA node.
-MEMORY_DEFAULT = {"cpu": 0.15, "cuda": 0.4}
+GIB = 1024**3
+# Engines alive at once: the verifier-only baseline and one speculative engine (VllmEngines keeps one of each kind).
+LIVE_ENGINES = 2
+# gpu_memory_utilization on a CPU when the suite leaves it unset: a share of the NUMA node, two engines at once.
+CPU_MEMORY_DEFAULT = 0.15
+# On CUDA the default is sized from the free memory (default_memory_utilization); left out of the engines' shares:
+PROCESS_HEADROOM_PERCENT = 10  # of the free memory, for this process's later growth (the audit's models, activations)
+ENGINE_OVERHEAD = GIB  # bytes per engine process outside its share: its CUDA context, created before vLLM measures
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 # vLLM's engine process can fail to come up for a moment after another engine's processes exit (seen once on this
 # CPU, right after another engine exited); a second start is tried for that message only.
@@ -40,6 +47,14 @@ START_ATTEMPTS = 2
 
 class VllmEngineError(SpecperfError):
     """vLLM could not build or run an engine for a case."""
+
+
+class EngineOutOfMemory(VllmEngineError):
+    """The device has too little free memory for a vLLM engine's share; the case fails as out of memory."""
+
+
+class EngineNotShutDown(VllmEngineError):
+    """An earlier engine failed to shut down, so no other engine is started: its memory may still be held."""
 
 
 @dataclass(frozen=True)
@@ -102,22 +117,69 @@ def cpu_binding(world: int, threads: int | None, cpus: Sequence[int]) -> str:
 
 
 def engine_args(spec: VllmSpec, *, device: str, dtype: str, seed: int, max_batch: int, verifier_dir: str,
-                trust_remote_code: bool) -> tuple[tuple[str, Any], ...]:
-    """``LLM(...)`` keyword arguments (speculative config aside): the suite's, then specperf's device defaults."""
-    kind = "cuda" if device.startswith("cuda") else "cpu"
+                trust_remote_code: bool, memory_default: Callable[[], float]) -> tuple[tuple[str, Any], ...]:
+    """``LLM(...)`` keyword arguments (speculative config aside): the suite's, then specperf's defaults.
+
+    ``memory_default`` gives ``gpu_memory_utilization`` when the suite leaves it unset (called only then: on CUDA it
+    measures the device). ``enforce_eager`` defaults to true on every device: on CUDA, each of a suite's engine
+    starts would otherwise compile the model and capture CUDA graphs, and starts would dominate the run's time.
+    """
     args: dict[str, Any] = {
         "model": verifier_dir, "dtype": dtype, "seed": seed, "disable_log_stats": False,
         "trust_remote_code": trust_remote_code,
-        "gpu_memory_utilization": spec.gpu_memory_utilization or MEMORY_DEFAULT[kind],
+        "gpu_memory_utilization": spec.gpu_memory_utilization or memory_default(),
         "max_num_seqs": spec.max_num_seqs or max_batch,
+        "enforce_eager": True if spec.enforce_eager is None else spec.enforce_eager,
     }
     for key in ("tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend", "max_model_len"):
         if getattr(spec, key) is not None:
             args[key] = getattr(spec, key)
-    eager = spec.enforce_eager if spec.enforce_eager is not None else (True if kind == "cpu" else None)
-    if eager is not None:
-        args["enforce_eager"] = eager
     return tuple(sorted(args.items()))
+
+
+def default_memory_utilization(free: int, total: int, engines: int = LIVE_ENGINES) -> float:
+    """gpu_memory_utilization for each of ``engines`` engines started one after another on a device with ``free``
+    of ``total`` bytes free now, rounded down to 0.01.
+
+    vLLM's share is of the device's total memory: at start an engine reserves ceil(total x share) and refuses to
+    start if less is free. So the engines' shares together may take the free memory, less
+    PROCESS_HEADROOM_PERCENT of it for this process's later growth and ENGINE_OVERHEAD per engine (its CUDA
+    context, outside its share).
+    """
+    usable = free - free * PROCESS_HEADROOM_PERCENT // 100 - engines * ENGINE_OVERHEAD
+    percent = max(0, usable) * 100 // (engines * total)
+    if percent < 1:
+        raise EngineOutOfMemory(
+            f"{free / GIB:.2f} of {total / GIB:.2f} GiB of device memory is free: too little for {engines} vLLM "
+            f"engines ({ENGINE_OVERHEAD / GIB:.0f} GiB each outside their share, {PROCESS_HEADROOM_PERCENT}% of "
+            "the free memory left to this process). Fix: free the device (other processes, smaller or fewer "
+            "models in this suite), or set vllm.gpu_memory_utilization yourself")
+    return percent / 100
+
+
+def check_start_memory(free: int, total: int, share: float, label: str) -> None:
+    """vLLM's own check at engine start, made here first so the refusal names the case and says what was free:
+    an engine at ``share`` reserves ceil(total x share) bytes and needs that much free."""
+    needed = math.ceil(total * share)
+    if free < needed:
+        raise EngineOutOfMemory(
+            f"{label}: a vLLM engine at gpu_memory_utilization {share} reserves {needed / GIB:.2f} GiB ({share} x "
+            f"{total / GIB:.2f} GiB, the device's total), and only {free / GIB:.2f} GiB is free. Fix: leave "
+            "vllm.gpu_memory_utilization unset (specperf sizes it from the free memory) or lower it, or free the "
+            "device")
+
+
+def free_device_memory(device: str) -> tuple[int, int] | None:
+    """Collect this process's garbage and give its allocator's cached blocks back to the device, so an engine
+    (another process) can have them; then the device's (free, total) bytes. None on a CPU."""
+    gc.collect()
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    torch.cuda.empty_cache()
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return free, total
 
 
 @contextlib.contextmanager
@@ -140,36 +202,53 @@ class VllmEngines:
 
     At most one verifier-only engine and one speculative engine are alive at once (the cases of one configuration
     run together, :func:`specperf.config.cases.build_cases`); starting another shuts the previous one of its kind
-    down. :meth:`close` shuts every engine down, and the plugin calls it at session end.
+    down. :meth:`close` shuts every engine down, and the plugin calls it at session end. Before each start this
+    process's cached device memory is given back; once an engine fails to shut down, no other one is started.
     """
 
     def __init__(self, *, device: str, threads: int | None) -> None:
         self.device = device
         self.threads = threads
-        self._live: dict[EngineKey, Any] = {}
+        self._live: dict[EngineKey, tuple[Any, str]] = {}  # key -> (engine, the label it was started for)
+        self._memory_default: float | None = None
+        self._not_shut_down: str | None = None  # the engine that failed to shut down, and why
+
+    def memory_default(self) -> float:
+        """gpu_memory_utilization for engines whose suite leaves it unset: CPU_MEMORY_DEFAULT on a CPU; on CUDA
+        sized from the free memory at the first call, before any engine runs, and kept for the session (a share
+        measured later would change the engine keys)."""
+        if self._memory_default is None:
+            memory = free_device_memory(self.device)
+            self._memory_default = CPU_MEMORY_DEFAULT if memory is None else default_memory_utilization(*memory)
+            if memory is not None:
+                log.info("vLLM engines get gpu_memory_utilization %s each: %.2f of %.2f GiB free, %d engines",
+                         self._memory_default, memory[0] / GIB, memory[1] / GIB, LIVE_ENGINES)
+        return self._memory_default
 
     def get(self, key: EngineKey, label: str) -> Any:
         if key not in self._live:
             speculative = key.speculative is not None
             for other in [k for k in self._live if (k.speculative is not None) == speculative]:
                 self._shutdown(other)
-            self._live[key] = self._create(key, label)
-        return self._live[key]
+            self._live[key] = (self._create(key, label), label)
+        return self._live[key][0]
 
     def _create(self, key: EngineKey, label: str) -> Any:
+        if self._not_shut_down is not None:
+            raise EngineNotShutDown(
+                f"{label}: specperf starts no more vLLM engines: {self._not_shut_down}, and its processes may still "
+                "hold the memory this engine needs. Fix: stop what is left of it (nvidia-smi or ps list them; "
+                "vLLM's are named VLLM::EngineCore), then rerun these cases; the log above has the shutdown error")
         try:
             from vllm import LLM
         except ImportError as exc:
             raise VllmEngineError(f"{label}: engine vllm needs vLLM, which is not importable ({exc}). Fix: "
                                   f"{VLLM_INSTALL}") from None
         kwargs = key.kwargs()
-        env: dict[str, str] = {}
-        if not self.device.startswith("cuda") and BIND_ENV not in os.environ:
-            world = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
-            try:
-                env[BIND_ENV] = cpu_binding(world, self.threads, sorted(os.sched_getaffinity(0)))
-            except VllmEngineError as exc:
-                raise VllmEngineError(f"{label}: {exc}") from None
+        env = self._start_environment(kwargs, label)
+        memory, share = free_device_memory(self.device), kwargs.get("gpu_memory_utilization")
+        if memory is not None and share is not None:
+            check_start_memory(*memory, share, label)
         log.info("%s: starting a vLLM engine (%s)", label, ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items())))
         started = time.perf_counter()
         for attempt in range(START_ATTEMPTS):
@@ -188,10 +267,28 @@ class VllmEngines:
         log.info("%s: vLLM engine ready in %.1f s", label, time.perf_counter() - started)
         return llm
 
+    def _start_environment(self, kwargs: dict[str, Any], label: str) -> dict[str, str]:
+        """The variables an engine's processes start with: the CPU binding, unless the user set one."""
+        if self.device.startswith("cuda") or BIND_ENV in os.environ:
+            return {}
+        world = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
+        try:
+            return {BIND_ENV: cpu_binding(world, self.threads, sorted(os.sched_getaffinity(0)))}
+        except VllmEngineError as exc:
+            raise VllmEngineError(f"{label}: {exc}") from None
+
     def _shutdown(self, key: EngineKey) -> None:
-        llm = self._live.pop(key)
-        with contextlib.suppress(Exception):  # an engine that already died has nothing left to stop
+        """Stop an engine's processes. vLLM's shutdown runs once and stops processes that already exited quietly
+        (v1/engine/core_client.py MPClient.shutdown, v1/utils.py shutdown), so an exception here means processes
+        may be left holding memory: it is logged, and later starts are refused."""
+        llm, label = self._live.pop(key)
+        try:
             llm.llm_engine.engine_core.shutdown()
+        except Exception as exc:
+            log.error("%s: the vLLM engine failed to shut down: %s: %s", label, type(exc).__name__, summary(exc),
+                      exc_info=exc)
+            self._not_shut_down = (f"the engine of {label} failed to shut down ({type(exc).__name__}: "
+                                   f"{summary(exc, 300)})")
         del llm
 
     def close(self) -> None:

@@ -84,15 +84,31 @@ class SpecperfSession:
                                                        extra_info=benchmark.extra_info)
 
     def _guarded(self, case: Case, work: Callable[[], T]) -> T:
-        """Run one case's decoding; out of memory fails this case only, with figures, and frees what it held."""
-        from specperf.bench.memory import CaseOutOfMemory, is_out_of_memory, memory_figures, release
+        """Run one case's decoding. Out of memory (torch's allocator, cuBLAS/cuDNN, a vLLM engine's start) fails
+        this case only, with figures, and frees what it held; a device failure that leaves the CUDA context
+        unusable fails it and stops the session."""
+        from specperf.bench.memory import (
+            CaseOutOfMemory,
+            DeviceFailure,
+            Failure,
+            classify,
+            device_failure_message,
+            memory_figures,
+            oom_fix,
+            release,
+        )
 
         bench = self.bench
         try:
             return work()
         except Exception as exc:
-            if not is_out_of_memory(exc):
+            failure = classify(exc)
+            if failure is Failure.OTHER:
                 raise
+            if failure is Failure.DEVICE_FATAL:  # nothing is freed: any CUDA call may fail again
+                self._stop_session(f"stopping: {case.id} hit a CUDA device failure, after which this process's "
+                                   "CUDA context cannot be trusted (its error above says which)")
+                raise DeviceFailure(device_failure_message(case.id, bench.device, exc)) from exc
             message = str(exc)
         # Outside the except block: the OOM traceback, and the tensors its frames hold, are gone by now.
         figures = memory_figures(bench.device)
@@ -100,13 +116,22 @@ class SpecperfSession:
         release(bench.device)
         raise CaseOutOfMemory(
             f"{case.id}: out of memory on {bench.device}: {message}\nmemory at the failure: {figures}; "
-            f"after freeing: {memory_figures(bench.device)}. The other cases go on. Fix: a shorter slice or "
-            "max_new_tokens, a smaller k or batch, float16/bfloat16, or a bigger device"
+            f"after freeing: {memory_figures(bench.device)}. The other cases go on. Fix: "
+            f"{oom_fix(case.draft is not None and case.draft.engine == 'vllm')}"
         )
+
+    def _stop_session(self, reason: str) -> None:
+        """Stop the pytest session after the current case, as ``-x`` does (exit status 1, the reason in the
+        summary); outside a pytest session, exit at once."""
+        session = self.pytest_config.pluginmanager.get_plugin("session")
+        if session is None:
+            pytest.exit(reason, returncode=pytest.ExitCode.TESTS_FAILED)
+        session.shouldfail = reason
 
     def run_baseline(self, case: Case, benchmark: Any) -> dict[str, Any]:
         """Benchmark the verifier-only baseline of one slice."""
         benchmark.group = f"slice {case.slice}"
+        benchmark.extra_info["case_id"] = case.id  # first: a case that errors later still names itself in the JSON
         record = self._guarded(case, lambda: self.bench.run_baseline(case, benchmark))
         values = baseline_metrics(record)
         self._record(case, values, benchmark)
@@ -116,6 +141,7 @@ class SpecperfSession:
         """Benchmark one draft case, record its metrics, then apply every gate; a violation fails the case."""
         assert case.draft is not None
         benchmark.group = f"slice {case.slice}"
+        benchmark.extra_info["case_id"] = case.id  # first: a case that errors later still names itself in the JSON
         record: CaseRecord = self._guarded(case, lambda: self.bench.run_case(case, benchmark))
         values = case_metrics(record)
         self._record(case, values, benchmark)

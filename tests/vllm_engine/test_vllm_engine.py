@@ -1,5 +1,6 @@
 """vLLM as an engine, on the embedded family on this CPU: engines, counters, the audit, exactness, TP=2, batches,
-bad input and a clean shutdown. Runs in an environment with vLLM (.ci/run's second one); skipped elsewhere."""
+bad input, vLLM's out-of-memory errors at start, and a clean shutdown. Runs in an environment with vLLM (.ci/run's
+second one); skipped elsewhere."""
 
 from __future__ import annotations
 
@@ -155,3 +156,54 @@ def test_bad_vllm_input_names_the_case(mapping: dict[str, Any], fragments: list[
             assert fragment in str(info.value)
     finally:
         bench.close()
+
+
+def test_the_out_of_memory_words_are_vllms_own() -> None:
+    """specperf tells vLLM's memory errors by their words: each must still be in this vLLM's source."""
+    import vllm
+
+    from specperf.bench.memory import VLLM_OOM
+
+    source = "\n".join(p.read_text(errors="replace") for p in Path(vllm.__file__).parent.rglob("*.py"))
+    assert [marker for marker in VLLM_OOM if marker not in source] == []
+
+
+OOM_AT_START = """
+import json, sys
+from specperf.bench.memory import classify
+from specperf.bench.suite import SuiteBench
+from specperf.config import parse_config
+from specperf.config.cases import build_cases
+
+found = {}
+for share in (0.99, 0.0001):
+    draft = {"name": "bad", "model": "embedded:draft-medium", "engine": "vllm",
+             "vllm": {"gpu_memory_utilization": share}}
+    config = parse_config({"verifier": "embedded:verifier", "device": "cpu", "threads": 1, "drafts": [draft],
+                           "dataset": {"source": "embedded", "slices": ["0:2"]}, "generation": {"max_new_tokens": 8}})
+    bench = SuiteBench(config)
+    try:
+        bench.runner.pass_fn(build_cases(config)[0][0])
+        found[share] = ["started", ""]
+    except Exception as exc:
+        found[share] = [classify(exc).name, str(exc.__cause__)]
+    finally:
+        bench.close()
+print("RESULT " + json.dumps(found))
+"""
+
+
+def test_vllms_out_of_memory_at_start_is_out_of_memory() -> None:
+    """A share larger than the free memory, and one too small for a KV cache: vLLM's ValueErrors, through
+    specperf's VllmEngineError, classify as out of memory. In-process (VLLM_ENABLE_V1_MULTIPROCESSING=0): with
+    vLLM's default engine process the parent only sees 'Engine core initialization failed'."""
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+    proc = subprocess.run([sys.executable, "-c", OOM_AT_START], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    found = json.loads(line[len("RESULT "):])
+    assert found["0.99"][0] == "OUT_OF_MEMORY" and "is less than desired CPU memory utilization" in found["0.99"][1]
+    assert found["0.0001"][0] == "OUT_OF_MEMORY" and "allocation is less than requested memory for kv" in \
+        found["0.0001"][1]
