@@ -12,16 +12,26 @@
     :func:`specperf.analysis.gates.evaluate` against its OLD runs, exactly as the plugin's ``--specperf-baseline``
     does, with the thresholds of the suite ``--config`` (default: the
     packaged embedded suite) merged with the ``--thresholds`` file. The table (or the JSON) goes to ``--output``
-    or stdout; regressions and the verdict go to stderr.
+    or stdout; regressions and the verdict go to stderr. OLD runs of another kind of machine than NEW (GPU, CPU
+    model, torch, CUDA, cuDNN or transformers, as ``machine_info`` records them) are refused as bad input: the
+    deterministic gates assume bit-identical results, which only one kind gives. A case that errored (its entry
+    names it but holds no metric) is skipped with a message; an errored case in NEW fails the comparison (exit 1),
+    since nothing of it was gated.
 
 ``specperf merge SHARD.json [SHARD.json ...] -o OUT.json``
     Merge the ``--benchmark-json`` files of one suite run split with ``--specperf-shard I/N`` into one file that
     every reader of a whole run accepts. Refuses shards of different suites, commits or kinds of machine, and names
-    duplicate and missing cases.
+    duplicate and missing cases (a case that errored is present: its entry names it).
 
-Exit codes: 0 no regression; 1 a gate failed (compare only); 2 bad input (missing or malformed file, a file of
-another pytest-benchmark major version, two runs of different suites, bad thresholds or suite), with a message
-on stderr; nothing is written then.
+``specperf machine-kind BENCH.json``
+    Print the kind of machine BENCH.json ran on (GPU, torch, CUDA, cuDNN, transformers, CPU, architecture) as a
+    cache-key fragment, e.g. ``gpu-NVIDIA-H100-80GB-HBM3_torch-2.13.0+cu128_cuda-12.8_..._3f2a9c0d1e4b``: the
+    readable values, then a hash of the exact kind. CI keys its baseline cache with it, so a run only ever restores
+    main's runs of its own kind.
+
+Exit codes: 0 no regression; 1 a gate failed or a NEW case errored (compare only); 2 bad input (missing or
+malformed file, a file of another pytest-benchmark major version, two runs of different suites or kinds of machine,
+bad thresholds or suite), with a message on stderr; nothing is written then.
 
 ``--format github`` writes JSON for github-action-benchmark, one tool type per file. The values are NEW's:
 
@@ -97,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="merge the shards of one run (--specperf-shard I/N) into one file")
     merge.add_argument("shards", metavar="SHARD.json", type=Path, nargs="+", help="every shard's --benchmark-json")
     merge.add_argument("-o", "--output", metavar="FILE", type=Path, required=True, help="the merged JSON file")
+    kind = commands.add_parser("machine-kind", help="print the kind of machine a benchmark JSON file ran on, as a "
+                               "cache-key fragment")
+    kind.add_argument("bench_json", metavar="BENCH.json", type=Path, help="a --benchmark-json file")
     return parser
 
 
@@ -118,6 +131,18 @@ def _run_merge(args: argparse.Namespace) -> int:
     merged = merge_runs(args.shards)  # every check first: a refused merge writes nothing
     atomic_write(args.output, json.dumps(merged, indent=4) + "\n")
     sys.stdout.write(f"{args.output}\n")
+    return EXIT_OK
+
+
+def _run_machine_kind(args: argparse.Namespace) -> int:
+    from specperf.errors import ConfigError
+    from specperf.output.benchfile import load_bench_json, machine_key, machine_kind
+
+    kind = machine_kind(load_bench_json(args.bench_json).machine_info)
+    if "torch" not in kind:  # without it every such file would share one key
+        raise ConfigError(f"{args.bench_json} records no kind of machine (no machine_info.specperf.torch); fix: pass "
+                          "a file written by `pytest perf/ --benchmark-json=FILE` with this version of specperf")
+    sys.stdout.write(machine_key(kind) + "\n")
     return EXIT_OK
 
 
@@ -160,16 +185,20 @@ def _aligned(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     return ["  ".join(just(i, c) for i, c in enumerate(row)).rstrip() for row in [list(header), *rows]]
 
 
-def compare_text(old: Mapping[str, Info], new: Mapping[str, Info], old_name: str, new_name: str) -> str:
-    """The aligned text table, then the added and removed cases."""
+def compare_text(old: Mapping[str, Info], new: Mapping[str, Info], old_name: str, new_name: str,
+                 errored: Sequence[str] = ()) -> str:
+    """The aligned text table, then the added and removed cases, and NEW's ``errored`` cases (no metrics)."""
     lines = [f"specperf compare: {old_name} (old) -> {new_name} (new)", ""]
     rows = compare_rows(old, new)
     lines += _aligned(["case", "metric", "old", "new", "change"], rows) if rows else ["no case in both runs"]
-    added, removed = [c for c in new if c not in old], [c for c in old if c not in new]
+    added = [c for c in new if c not in old]
+    removed = [c for c in old if c not in new and c not in errored]
     if added:
         lines += ["", f"added (only in {new_name}): {', '.join(added)}"]
     if removed:
         lines += ["", f"removed (only in {old_name}): {', '.join(removed)}"]
+    if errored:
+        lines += ["", f"errored (in {new_name}, no metrics: not compared): {', '.join(errored)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -254,22 +283,34 @@ def gate_messages(old: Mapping[str, Sequence[Info]], new: Mapping[str, Info], th
     return messages
 
 
-def _load_pair(args: argparse.Namespace) -> tuple[dict[str, list[Any]], dict[str, Any]]:
-    """OLD's cases (each with its runs, oldest first) and NEW's; a ConfigError when they share no case NEW would be
-    gated on (another suite's file)."""
-    from specperf.output.benchfile import load_baseline, load_bench_json
+_MACHINE_FIX = ("compare runs of one kind of machine: restore main's runs recorded on NEW's kind (CI keys its "
+                "baseline cache with `specperf machine-kind NEW.json`), or record the reference again on this kind")
+
+
+def _load_pair(args: argparse.Namespace) -> tuple[dict[str, list[Any]], Any]:
+    """OLD's cases (each with its runs, oldest first) and NEW's run; a ConfigError when they share no case NEW would
+    be gated on (another suite's file), or when an OLD run comes from another kind of machine."""
+    from specperf.output.benchfile import (
+        baseline_history,
+        load_bench_json,
+        machine_kind,
+        read_baseline,
+        require_same_machine,
+    )
 
     new_run = load_bench_json(args.new, role="NEW file")
     gated = [c for c, info in new_run.cases.items() if info.get("draft") is not None] or list(new_run.cases)
-    history = load_baseline(args.old, gated, role="OLD file", other=f"NEW file {args.new}",
-                            fix="compare two runs of the same suite (same drafts, k and slices)")
-    return history, new_run.cases
+    runs = read_baseline(args.old, gated, role="OLD file", other=f"NEW file {args.new}",
+                         fix="compare two runs of the same suite (same drafts, k and slices)")
+    require_same_machine(machine_kind(new_run.machine_info), runs, here=f"NEW file {args.new}", fix=_MACHINE_FIX)
+    return baseline_history(runs), new_run
 
 
 def _run_compare(args: argparse.Namespace) -> int:
     from specperf.output.files import atomic_write
 
-    history, new = _load_pair(args)
+    history, new_run = _load_pair(args)
+    new, errored = new_run.cases, list(new_run.errored)
     thresholds = _thresholds(args, new)
     messages = gate_messages(history, new, thresholds)  # before writing: a bad value is bad input, with no output
     if args.format == "github":
@@ -277,7 +318,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     else:
         newest = {case_id: runs[-1] for case_id, runs in history.items()}  # the table shows the newest OLD run
         old_name = str(args.old[0]) if len(args.old) == 1 else f"{len(args.old)} baseline paths (newest run shown)"
-        text = compare_text(newest, new, old_name, str(args.new))
+        text = compare_text(newest, new, old_name, str(args.new), errored)
         if args.output is not None:
             atomic_write(args.output, text)
         else:
@@ -286,6 +327,12 @@ def _run_compare(args: argparse.Namespace) -> int:
     if messages:
         sys.stderr.write(f"specperf compare: {len(messages)} regression(s) in {args.new}:\n")
         sys.stderr.write("".join(f"  {m}\n" for m in messages))
+    if errored:
+        # Nothing of an errored case was measured or gated: the run cannot pass as if it had none.
+        sys.stderr.write(f"specperf compare: {len(errored)} case(s) of {args.new} errored before recording their "
+                         f"metrics, so nothing of them was compared or gated: {', '.join(errored)}; fix: read each "
+                         "case's error in the log of the pytest run that wrote it, and run it again\n")
+    if messages or errored:
         return EXIT_REGRESSION
     sys.stderr.write(f"specperf compare: no regression in {n_drafts} draft case(s)\n")
     return EXIT_OK
@@ -299,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="specperf: %(levelname)s: %(message)s")
     try:
-        run = {"report": _run_report, "compare": _run_compare, "merge": _run_merge}[args.command]
+        run = {"report": _run_report, "compare": _run_compare, "merge": _run_merge,
+               "machine-kind": _run_machine_kind}[args.command]
         return run(args)
     except SpecperfError as exc:
         sys.stderr.write(f"specperf: error: {exc}\n")

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
+# No test needs a model hub: offline mode, forced whatever the shell says, makes a stray hub lookup fail at once
+# instead of waiting on the network. Set before torch and transformers load: huggingface_hub and datasets read the
+# switches once, at import. Only the tests: `pytest perf/` never loads this file, and honours the caller's settings.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
 import sys
 from pathlib import Path
 

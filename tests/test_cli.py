@@ -1,10 +1,13 @@
-"""The specperf command line: report, compare (exit codes, gates, added/removed cases), --format github."""
+"""The specperf command line: report, compare (exit codes, gates, added/removed cases, kinds of machine, errored
+cases), --format github, machine-kind."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,3 +171,109 @@ def test_several_baseline_runs_gate_on_their_spread(bench_json: Path, bench_suit
     _, err = capsys.readouterr()
     assert code == 1
     assert "speedup regressed" in err and "5 baseline run(s)" in err and "(baseline runs)" in err
+
+
+# =========================================================================== kinds of machine, errored cases
+
+
+def _edited(src: Path, dst: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    data = json.loads(src.read_text())
+    edit(data)
+    dst.write_text(json.dumps(data))
+    return dst
+
+
+def _on_machine(src: Path, dst: Path, **specperf_info: Any) -> Path:
+    """A copy of a run with machine_info.specperf fields replaced (None deletes the field)."""
+
+    def edit(data: dict[str, Any]) -> None:
+        info = data["machine_info"]["specperf"]
+        for key, value in specperf_info.items():
+            if value is None:
+                info.pop(key, None)
+            else:
+                info[key] = value
+
+    return _edited(src, dst, edit)
+
+
+def _errored(src: Path, dst: Path, case_id: str) -> Path:
+    """A copy of a run in which ``case_id`` errored after its timed rounds: its entry holds its case_id alone."""
+
+    def edit(data: dict[str, Any]) -> None:
+        for bench in data["benchmarks"]:
+            if bench["extra_info"].get("case_id") == case_id:
+                bench["extra_info"] = {"case_id": case_id}
+
+    return _edited(src, dst, edit)
+
+
+def test_compare_refuses_baseline_runs_of_another_kind_of_machine(bench_json: Path, bench_suite: Path,
+                                                                  tmp_path: Path, capsys: Capture) -> None:
+    here = json.loads(bench_json.read_text())["machine_info"]["specperf"]
+    runs = tmp_path / "main-runs"
+    runs.mkdir()
+    _on_machine(bench_json, runs / "a.json")
+    other = _on_machine(bench_json, runs / "b.json", gpu="NVIDIA H100 80GB HBM3", transformers="5.19.0")
+    code, out, err = compare(capsys, runs, bench_json, "--config", str(bench_suite))
+    assert code == 2 and out == ""
+    assert "another kind of machine" in err and str(other) in err and str(runs / "a.json") not in err
+    assert "gpu 'NVIDIA H100 80GB HBM3' (vs None)" in err
+    assert f"transformers '5.19.0' (vs '{here['transformers']}')" in err and "fix:" in err
+    # Within one kind the same runs compare; a field an older file does not record is not compared.
+    older = _on_machine(bench_json, runs / "b.json", cudnn=None, transformers=None)
+    assert compare(capsys, runs, bench_json, "--config", str(bench_suite))[0] == 0
+    assert compare(capsys, older, bench_json, "--config", str(bench_suite))[0] == 0
+
+
+def test_machine_kind_names_the_machine_in_a_cache_key(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:
+    gpu = _on_machine(bench_json, tmp_path / "gpu.json", gpu="NVIDIA H100 80GB HBM3", torch="2.13.0+cu128",
+                      cuda="12.8", cudnn=91002, transformers="5.24.0")
+    assert main(["machine-kind", str(gpu)]) == 0
+    key = capsys.readouterr().out.strip()
+    for part in ("NVIDIA-H100-80GB-HBM3", "torch-2.13.0+cu128", "cuda-12.8", "cudnn-91002", "transformers-5.24.0"):
+        assert part in key, key
+    assert "," not in key and " " not in key and len(key) < 400  # what a GitHub cache key allows
+    newer = _on_machine(gpu, tmp_path / "newer.json", transformers="5.24.1")
+    assert main(["machine-kind", str(newer)]) == 0
+    other = capsys.readouterr().out.strip()
+    assert other != key and not other.startswith(key) and not key.startswith(other)
+    assert main(["machine-kind", str(_on_machine(gpu, tmp_path / "same.json"))]) == 0
+    assert capsys.readouterr().out.strip() == key
+    bare = _edited(gpu, tmp_path / "bare.json", lambda d: d["machine_info"].pop("specperf"))
+    assert main(["machine-kind", str(bare)]) == 2
+    assert "records no kind of machine" in capsys.readouterr().err
+
+
+def test_an_errored_case_in_new_is_listed_and_fails_the_comparison(bench_json: Path, bench_suite: Path,
+                                                                   tmp_path: Path, capsys: Capture,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    errored = _errored(bench_json, tmp_path / "errored.json", "small-k2-0:2")
+    code, out, err = compare(capsys, bench_json, errored, "--config", str(bench_suite))
+    assert code == 1
+    assert not any(line.startswith("small-k2-0:2 ") for line in out.splitlines())  # no row of it in the table
+    assert "small-k3-0:2" in out and "removed" not in out
+    assert f"errored (in {errored}, no metrics: not compared): small-k2-0:2" in out
+    assert "1 case(s)" in err and "errored before recording their metrics" in err and "regression(s)" not in err
+    assert "errored before recording their metrics, skipped: small-k2-0:2" in caplog.text
+    code, out, _ = compare(capsys, bench_json, errored, "--config", str(bench_suite), "--format", "github")
+    assert code == 1 and not any(e["name"].startswith("small-k2-0:2 ") for e in json.loads(out))
+
+
+def test_an_errored_case_in_old_is_skipped(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    errored = _errored(bench_json, tmp_path / "errored.json", "small-k2-0:2")
+    code, out, err = compare(capsys, errored, bench_json, "--config", str(bench_suite))
+    assert code == 0, err
+    assert "added (only in" in out and "small-k2-0:2" in out.split("added (only in")[1]
+    assert "no regression in 8 draft case(s)" in err
+    assert f"OLD file {errored}: 1 case(s) errored before recording their metrics, skipped" in caplog.text
+
+
+def test_the_report_skips_an_errored_case(bench_json: Path, tmp_path: Path, capsys: Capture,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    errored = _errored(bench_json, tmp_path / "errored.json", "lookup-k3-0:2")
+    assert main(["report", str(errored), "--out", str(tmp_path / "out")]) == 0
+    performance = (tmp_path / "out" / "performance.md").read_text()
+    assert "lookup-k2-0:2" in performance and "lookup-k3-0:2 " not in performance
+    assert "skipped: lookup-k3-0:2" in caplog.text

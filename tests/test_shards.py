@@ -11,7 +11,7 @@ import pytest
 
 from specperf.cli import main
 from specperf.config.cases import Case, Shard
-from tests.helpers import PERF_TESTS, SUITE, load_cases
+from tests.helpers import PERF_TESTS, RUN_BATCH, RUN_DRAFTS, SUITE, load_cases
 
 WORK = ("acceptance_aggregate", "alpha", "accept_counts", "mean_accepted_length", "exact_match_rate",
         "verifier_calls_per_token", "position_acceptance", "new_tokens")
@@ -85,3 +85,75 @@ def check_refusals(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["merge", *shards, "-o", out]) == 2
         assert words in capsys.readouterr().err
         assert not Path(out).exists()  # nothing half-written
+
+
+def _split(bench_json: Path, folder: Path, first: set[str]) -> tuple[Path, Path]:
+    """Two shard-like files of one whole run: the cases in ``first``, and the others."""
+    data = json.loads(bench_json.read_text())
+    paths = []
+    for i, keep in enumerate((lambda c: c in first, lambda c: c not in first), start=1):
+        part = {**data, "benchmarks": [b for b in data["benchmarks"] if keep(b["extra_info"]["case_id"])]}
+        paths.append(folder / f"part{i}.json")
+        paths[-1].write_text(json.dumps(part))
+    return paths[0], paths[1]
+
+
+def test_a_case_that_errored_is_present_in_the_merge_and_skipped_by_its_readers(
+        bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The plugin names a case before it runs: one that errors after its timed rounds leaves an entry with its
+    case_id and no metric. The merge counts it; compare lists it and fails (nothing of it was gated)."""
+    first, second = _split(bench_json, tmp_path, {"baseline-0:2", "small-k2-0:2", "small-k3-0:2"})
+    errored = "small-k2-0:2"
+    _edit(first, first, lambda d: [b.update(extra_info={"case_id": errored}) for b in d["benchmarks"]
+                                   if b["extra_info"]["case_id"] == errored])
+    merged = tmp_path / "merged.json"
+    assert main(["merge", str(first), str(second), "-o", str(merged)]) == 0, capsys.readouterr().err
+    assert load_cases(merged)[errored] == {"case_id": errored}
+    assert sorted(load_cases(merged)) == sorted(load_cases(bench_json))
+    capsys.readouterr()
+    assert main(["compare", str(bench_json), str(merged), "--config", str(bench_suite)]) == 1
+    err = capsys.readouterr().err
+    assert f"1 case(s) of {merged} errored before recording their metrics" in err and errored in err
+    # Without its entry the case is missing, and the merge names it.
+    _edit(first, first, lambda d: d.update(benchmarks=[b for b in d["benchmarks"]
+                                                       if b["extra_info"]["case_id"] != errored]))
+    assert main(["merge", str(first), str(second), "-o", str(tmp_path / "refused.json")]) == 2
+    err = capsys.readouterr().err
+    assert "the shards lack 1 of the suite's" in err and errored in err
+
+
+@pytest.fixture
+def suite_dir(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makefile(".yaml", suite=SUITE)
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
+    return pytester
+
+
+def _collect(pytester: pytest.Pytester, baseline: Path) -> pytest.RunResult:
+    return pytester.runpytest_inprocess("--specperf-config=suite.yaml", "-p", "no:randomly", "--collect-only",
+                                        f"--specperf-batch={RUN_BATCH}", f"--specperf-drafts={RUN_DRAFTS}",
+                                        f"--specperf-baseline={baseline}")
+
+
+def test_the_plugin_refuses_a_baseline_of_another_kind_of_machine(bench_json: Path, suite_dir: pytest.Pytester) -> None:
+    here = json.loads(bench_json.read_text())["machine_info"]["specperf"]
+    other = _edit(bench_json, suite_dir.path / "other.json",
+                  lambda d: d["machine_info"]["specperf"].update(torch="1.0.0+cu999", gpu="NVIDIA A100-SXM4-80GB"))
+    result = _collect(suite_dir, other)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*baseline runs of another kind of machine than this machine: *other.json: "
+                                 f"gpu 'NVIDIA A100-SXM4-80GB' (vs None), torch '1.0.0+cu999' (vs '{here['torch']}')*"
+                                 "fix: pass a baseline recorded on this kind of machine*"])
+    same = _collect(suite_dir, bench_json)
+    assert same.ret == pytest.ExitCode.OK, same.stdout.str()[-2000:] + same.stderr.str()[-2000:]
+
+
+def test_the_plugin_skips_an_errored_baseline_case_with_a_warning(bench_json: Path,
+                                                                  suite_dir: pytest.Pytester) -> None:
+    errored = _edit(bench_json, suite_dir.path / "errored.json", lambda d: [
+        b.update(extra_info={"case_id": "small-k2-0:2"}) for b in d["benchmarks"]
+        if b["extra_info"]["case_id"] == "small-k2-0:2"])
+    result = _collect(suite_dir, errored)
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()[-2000:]
+    result.stdout.fnmatch_lines(["*lacks 1 of this run's 8 draft case(s) (small-k2-0:2; 1 of them errored there, "
+                                 "with no metrics); only absolute floors gate those*"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import os
 import re
 import shlex
@@ -355,3 +356,224 @@ def test_specperf_commands_exist(name: str) -> None:
             build_parser().parse_args(words)
         except SystemExit:
             pytest.fail(f"{name}: specperf cannot parse `specperf {' '.join(words)}` (argparse's message above)")
+
+
+# =========================================================================== gpu-perf.yml on an emulated runner
+
+# Variables a stub records from its environment when it is called.
+WATCHED = ("CUDA_VISIBLE_DEVICES", "HF_HOME", "VIRTUAL_ENV", *(f"{hub}_OFFLINE" for hub in ("HF_HUB", "HF_DATASETS",
+                                                                                            "TRANSFORMERS")))
+STUBBED = ("python", "pip", "pytest", "specperf")
+# A stand-in for each of STUBBED: it records its own path, arguments and WATCHED variables, and `python -m venv DIR`
+# makes DIR a virtual environment of the same stand-ins (with bin/activate), as the real one would.
+_STUB = f'''#!{sys.executable}
+import json, os, shutil, sys
+from pathlib import Path
+
+me, args = Path(sys.argv[0]), sys.argv[1:]
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write(json.dumps({{"program": str(me), "args": args,
+                          "env": {{k: os.environ.get(k) for k in {WATCHED!r}}}}}) + "\\n")
+if me.name == "python" and args[:2] == ["-m", "venv"]:
+    venv = Path(args[2]).resolve()
+    (venv / "bin").mkdir(parents=True)
+    for name in {STUBBED!r}:
+        shutil.copy(me, venv / "bin" / name)
+    (venv / "bin" / "activate").write_text(f'export VIRTUAL_ENV="{{venv}}"\\nexport PATH="{{venv}}/bin:$PATH"\\n')
+sys.exit(int(os.environ.get("STUB_RC_" + me.name.upper(), "0")))
+'''
+_EXPRESSION = re.compile(r"\$\{\{\s*([^}]*?)\s*\}\}")
+
+
+class Runner:
+    """A self-hosted runner, as far as `run` steps see it: the runner's own environment (its .env), the workflow's
+    and job's env, GITHUB_ENV, GITHUB_PATH and GITHUB_OUTPUT carried from step to step, RUNNER_TEMP, and stand-ins
+    for STUBBED programs (unless ``real`` names them: those come from this test's environment)."""
+
+    def __init__(self, root: Path, runner_env: dict[str, str], real: tuple[str, ...] = ()) -> None:
+        self.root, self.runner_env = root, runner_env
+        self.stubs, self.log = root / "stub-bin", root / "stub.log"
+        self.stubs.mkdir(parents=True)
+        for name in STUBBED:
+            if name not in real:
+                (self.stubs / name).write_text(_STUB)
+                (self.stubs / name).chmod(0o755)
+        self.temp, self.home = root / "runner-temp", root / "home"
+        self.temp.mkdir()
+        self.home.mkdir()
+        self.env: dict[str, str] = {}  # from GITHUB_ENV
+        self.path: list[str] = []  # from GITHUB_PATH, newest first
+        self.outputs: dict[str, dict[str, str]] = {}  # step id -> GITHUB_OUTPUT
+
+    def run(self, step: dict[str, Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        """Run one `run` step (its ``${{ }}`` expressions already rendered) as GitHub's bash does."""
+        files = {name: self.root / name.lower() for name in ("GITHUB_ENV", "GITHUB_PATH", "GITHUB_OUTPUT")}
+        for file in files.values():
+            file.write_text("")
+        system_path = os.pathsep.join([str(self.stubs), os.environ["PATH"]])
+        environment = {"HOME": str(self.home), "LANG": "C.UTF-8", **self.runner_env, **env,
+                       **{k: str(v) for k, v in step.get("env", {}).items()}, **self.env,
+                       "PATH": os.pathsep.join([*self.path, system_path]), "RUNNER_TEMP": str(self.temp),
+                       "STUB_LOG": str(self.log), **{k: str(v) for k, v in files.items()}}
+        (self.root / "step.sh").write_text(step["run"])
+        proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(self.root / "step.sh")],
+                              cwd=self.root, env=environment, capture_output=True, text=True, timeout=60)
+        self.env.update(line.split("=", 1) for line in files["GITHUB_ENV"].read_text().splitlines() if "=" in line)
+        self.path[:0] = reversed(files["GITHUB_PATH"].read_text().splitlines())
+        if "id" in step:
+            self.outputs[step["id"]] = dict(line.split("=", 1) for line in
+                                            files["GITHUB_OUTPUT"].read_text().splitlines() if "=" in line)
+        return proc
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every stand-in call so far: {"program": path, "args": [...], "env": {WATCHED: value}}."""
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+
+def workflow_env() -> dict[str, str]:
+    return {key: str(value) for key, value in load("gpu-perf.yml")["env"].items()}
+
+
+def run_job(job: dict[str, Any], runner: Runner, shard: int = 1) -> subprocess.CompletedProcess[str] | None:
+    """Run the job's `run` steps in order (actions are left out) until one fails; return the failed one's process."""
+    env = {**workflow_env(), **{k: str(v) for k, v in job.get("env", {}).items()}}
+    for step in job["steps"]:
+        if "run" in step:
+            proc = runner.run(render(step, shard), env)
+            if proc.returncode != 0:
+                return proc
+    return None
+
+
+def installs(runner: Runner) -> list[list[str]]:
+    """The arguments of each `pip install` (also `python -m pip install`) the stand-ins saw."""
+    found = []
+    for call in runner.calls():
+        args = call["args"][2:] if call["args"][:2] == ["-m", "pip"] else call["args"]
+        if (Path(call["program"]).name == "pip" or call["args"][:2] == ["-m", "pip"]) and args[:1] == ["install"]:
+            found.append(args[1:])
+    return found
+
+
+def requirement(args: list[str], name: str) -> list[str]:
+    """The requirement specifiers in ``args`` that name package ``name``."""
+    return [a for a in args if re.fullmatch(rf"{name}(\[[^]]*\])?([<>=!~].*)?", a)]
+
+
+@pytest.mark.parametrize(("job_name", "index"), [("shard", "TORCH_CUDA_INDEX"), ("merge", "TORCH_CPU_INDEX")])
+def test_gpu_perf_jobs_install_the_pinned_torch_and_transformers_into_their_own_venv(
+        tmp_path: Path, job_name: str, index: str) -> None:
+    env = workflow_env()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", env["TORCH_VERSION"]) and re.fullmatch(r"\d+\.\d+\.\d+",
+                                                                                  env["TRANSFORMERS_VERSION"])
+    job = dict(zip(("shard", "merge"), gpu_jobs()))[job_name]
+    install = next(step for step in job["steps"] if "run" in step and "pip" in step["run"])
+    runner = Runner(tmp_path, {"SPECPERF_GPU": "0"})
+    proc = runner.run(render(install, 1), env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    venv_bin = (runner.temp / "venv" / "bin").resolve()
+    calls = runner.calls()
+    assert calls[0]["args"][:2] == ["-m", "venv"], "the venv comes first"
+    assert all(Path(c["program"]).parent == venv_bin for c in calls[1:]), "everything after runs in the venv"
+    assert runner.path[0] == str(venv_bin), "later steps use the venv"
+    pip = installs(runner)
+    torch_calls = [args for args in pip if requirement(args, "torch")]
+    assert torch_calls and all(requirement(args, "torch") == [f"torch=={env['TORCH_VERSION']}"] for args in
+                               torch_calls), torch_calls
+    assert option_value(torch_calls[0], "--index-url") == env[index]
+    assert ("/whl/cu" in env[index]) == (job_name == "shard")  # the CUDA build on the GPU, the CPU one elsewhere
+    (package,) = [args for args in pip if "-e" in args]
+    assert requirement(package, "transformers") == [f"transformers=={env['TRANSFORMERS_VERSION']}"], package
+    assert requirement(package, "torch") == [f"torch=={env['TORCH_VERSION']}"], "the package install keeps the pin"
+
+
+def test_gpu_perf_shard_runs_on_the_runners_one_gpu_with_its_hub_cache_and_no_offline_switch(tmp_path: Path) -> None:
+    shard, _ = gpu_jobs()
+    runner = Runner(tmp_path, {"SPECPERF_GPU": "3"})
+    assert run_job(shard, runner, shard=2) is None
+    (bench,) = [c for c in runner.calls() if Path(c["program"]).name == "pytest"]
+    assert bench["args"][0] == "perf/" and option_value(bench["args"], "--specperf-shard").startswith("2/")
+    assert Path(bench["program"]).parent == (runner.temp / "venv" / "bin").resolve(), "pytest runs in the job's venv"
+    hf_home = runner.home / ".cache" / "huggingface"
+    assert bench["env"]["CUDA_VISIBLE_DEVICES"] == "3" and bench["env"]["HF_HOME"] == str(hf_home)
+    assert hf_home.is_dir()
+    assert {k: v for k, v in bench["env"].items() if k.endswith("_OFFLINE")} == dict.fromkeys(
+        ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")), "the perf job sets no offline switch"
+    # A runner that sets its own HF_HOME (and offline mode, having pre-filled it) keeps both.
+    runner = Runner(tmp_path / "prefilled", {"SPECPERF_GPU": "GPU-5f0c", "HF_HOME": str(tmp_path / "hf"),
+                                              "HF_HUB_OFFLINE": "1"})
+    assert run_job(shard, runner) is None
+    (bench,) = [c for c in runner.calls() if Path(c["program"]).name == "pytest"]
+    assert bench["env"]["HF_HOME"] == str(tmp_path / "hf") and bench["env"]["HF_HUB_OFFLINE"] == "1"
+    assert bench["env"]["CUDA_VISIBLE_DEVICES"] == "GPU-5f0c"
+
+
+@pytest.mark.parametrize("gpu", [None, "", "0,1"], ids=["unset", "empty", "two"])
+def test_gpu_perf_shard_refuses_a_runner_without_one_gpu(tmp_path: Path, gpu: str | None) -> None:
+    shard, _ = gpu_jobs()
+    runner = Runner(tmp_path, {} if gpu is None else {"SPECPERF_GPU": gpu})
+    failed = run_job(shard, runner)
+    assert failed is not None and "::error::SPECPERF_GPU" in failed.stdout and "fix:" in failed.stdout
+    assert not any(Path(c["program"]).name == "pytest" for c in runner.calls()), "nothing ran"
+    header = "".join(line for line in (WORKFLOWS / "gpu-perf.yml").read_text().splitlines(keepends=True)
+                     if line.startswith("#"))
+    assert "SPECPERF_GPU" in header, "the header says how a runner names its GPU"
+
+
+def _expression(text: str, runner: Runner, run_id: str) -> str:
+    """``text`` with its ``${{ }}`` expressions evaluated: env, steps.ID.outputs.NAME, github.run_id/run_attempt."""
+    def value(match: re.Match[str]) -> str:
+        parts = match[1].split(".")
+        if parts[0] == "env":
+            return workflow_env()[parts[1]]
+        if parts[0] == "steps" and parts[2] == "outputs":
+            return runner.outputs[parts[1]][parts[3]]
+        return {"github.run_id": run_id, "github.run_attempt": "1"}[match[1]]
+
+    return _EXPRESSION.sub(value, text)
+
+
+def _cache_keys(tmp_path: Path, machine: dict[str, Any], run_id: str) -> tuple[str, str, str]:
+    """The merge job's (restore key, restore-keys, save key) for an out.json with ``machine`` as its machine_info,
+    by its own steps and the real `specperf machine-kind`."""
+    _, merge = gpu_jobs()
+    tmp_path.mkdir()
+    (tmp_path / "out.json").write_text(json.dumps({"machine_info": machine, "benchmarks": [
+        {"extra_info": {"case_id": "gpt2-k4-0:32", "draft": "gpt2"}}]}))
+    runner = Runner(tmp_path, {}, real=("specperf",))
+    runner.path = [str(Path(sys.executable).parent)]  # this environment's specperf
+    (restore,) = steps_using(merge, "actions/cache/restore")
+    (save,) = steps_using(merge, "actions/cache/save")
+    producers = {match.split(".")[1] for step in (restore, save) for value in step["with"].values()
+                 for match in _EXPRESSION.findall(str(value)) if match.startswith("steps.")}
+    for step in merge["steps"]:
+        if step.get("id") in producers:
+            proc = runner.run(step, workflow_env())
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert producers and producers <= set(runner.outputs), "the key's step runs before the cache steps"
+    assert all(merge["steps"].index(step) < merge["steps"].index(restore) for step in merge["steps"]
+               if step.get("id") in producers)
+    return (_expression(restore["with"]["key"], runner, run_id),
+            _expression(restore["with"]["restore-keys"], runner, run_id),
+            _expression(save["with"]["key"], runner, run_id))
+
+
+H100 = {"machine": "x86_64", "cpu": {"brand_raw": "AMD EPYC 9454 48-Core Processor"}, "specperf": {
+    "gpu": "NVIDIA H100 80GB HBM3", "torch": "2.13.0+cu128", "cuda": "12.8", "cudnn": 91002,
+    "transformers": "5.24.0", "config_hash": "abc"}}
+
+
+def test_gpu_perf_baseline_cache_key_names_the_kind_of_machine(tmp_path: Path) -> None:
+    restore, prefix, saved = _cache_keys(tmp_path / "h100", H100, run_id="101")
+    for part in ("NVIDIA-H100-80GB-HBM3", "2.13.0+cu128", "12.8", "5.24.0"):
+        assert part in saved and part in prefix, (part, saved)
+    assert "," not in saved and len(saved) <= 512  # GitHub cache keys: no comma, 512 characters at most
+    assert restore.startswith(prefix) and saved.startswith(prefix)
+    # The next run on this kind restores what this one saved; a run with another transformers (or GPU) does not.
+    _, next_prefix, _ = _cache_keys(tmp_path / "next", H100, run_id="102")
+    assert saved.startswith(next_prefix)
+    for field, value in (("transformers", "5.24.1"), ("gpu", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"),
+                         ("torch", "2.13.0+cu130")):
+        other = {**H100, "specperf": {**H100["specperf"], field: value}}
+        _, other_prefix, other_saved = _cache_keys(tmp_path / field, other, run_id="103")
+        assert not saved.startswith(other_prefix) and not other_saved.startswith(next_prefix), field

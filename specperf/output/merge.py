@@ -3,7 +3,7 @@
 The merged file is an ordinary ``--benchmark-json`` file: ``specperf compare``, ``specperf report``,
 ``--specperf-baseline`` and pytest-benchmark's own ``compare`` read it like a whole run. Shards that do not belong
 together are refused: another suite (its config hash), another commit, another kind of machine; and so are duplicate
-or missing cases, each named.
+or missing cases, each named. A case that errored (its entry names it but holds no metric) is present, not missing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from specperf.errors import ConfigError
-from specperf.output.benchfile import read_bench_document
+from specperf.output.benchfile import machine_kind, read_bench_document
 
 _SHOW = 4  # case ids quoted in an error message
 
@@ -28,12 +28,11 @@ def _specperf_info(data: Mapping[str, Any], file: Path) -> Mapping[str, Any]:
     return info
 
 
-def machine_type(data: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What shards must share to be comparable: architecture, CPU model, GPU, and the torch/CUDA builds."""
-    machine = data.get("machine_info", {})
-    cpu = machine.get("cpu", {}) if isinstance(machine.get("cpu"), Mapping) else {}
-    extra = machine.get("specperf", {})
-    return (machine.get("machine"), cpu.get("brand_raw"), extra.get("gpu"), extra.get("torch"), extra.get("cuda"))
+def machine_type(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What shards must share to be comparable (:func:`specperf.output.benchfile.machine_kind`): GPU, CPU model,
+    architecture, and the torch, CUDA, cuDNN and transformers builds."""
+    machine = data.get("machine_info")
+    return machine_kind(machine if isinstance(machine, Mapping) else {})
 
 
 def _same(values: Sequence[tuple[Path, Any]], what: str, fix: str) -> None:
@@ -47,7 +46,9 @@ def _few(ids: Sequence[str]) -> str:
     return ", ".join(ids[:_SHOW]) + (f", ... ({len(ids)} in all)" if len(ids) > _SHOW else "")
 
 
-def _check_cases(runs: Sequence[tuple[Path, Mapping[str, Any]]], suite_cases: Sequence[str]) -> None:
+def _check_cases(runs: Sequence[tuple[Path, Sequence[str]]], suite_cases: Sequence[str]) -> None:
+    """Each case in one shard only, and every case of the suite in one (an errored case is present: its entry names
+    it, and the readers of the merged file skip it)."""
     seen: dict[str, Path] = {}
     for file, cases in runs:
         for case_id in cases:
@@ -66,7 +67,7 @@ def merge_runs(paths: Sequence[Path]) -> dict[str, Any]:
     if len(paths) < 2:
         raise ConfigError("merge needs at least two shard files; fix: pass every shard's --benchmark-json file")
     read = [(Path(p), *read_bench_document(p, role="shard")) for p in paths]  # each file read and validated once
-    runs = [(file, run.cases) for file, _, run in read]
+    runs = [(file, [*run.cases, *run.errored]) for file, _, run in read]
     documents = [(file, data) for file, data, _ in read]
     infos = [(file, _specperf_info(data, file)) for file, data in documents]
     _same([(f, i["config_hash"]) for f, i in infos], "suites (config hashes)",

@@ -8,6 +8,7 @@ load when the first specperf case runs.
 from __future__ import annotations
 
 import logging
+import platform
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,19 +70,32 @@ def _check_vllm(suite: SuiteConfig) -> None:
 
 def _load_baseline(config: pytest.Config, paths: tuple[Path, ...],
                    suite: SuiteConfig) -> dict[str, list[dict[str, Any]]]:
-    """Each case's baseline runs; an error if they share no draft case with this run, a warning if they lack some."""
-    from specperf.output.benchfile import load_baseline
+    """Each case's baseline runs; an error if they share no draft case with this run or come from another kind of
+    machine than this one, a warning if they lack some cases (errored ones included).
+
+    The kind of this machine needs torch (GPU, CUDA and cuDNN builds): a run with a baseline imports it here."""
+    from specperf.bench.environment import environment_info
+    from specperf.output.benchfile import baseline_history, machine_kind, read_baseline, require_same_machine
 
     case_ids = [case.id for case in build_cases(suite)[0]]
-    baseline = load_baseline(paths, case_ids)
+    runs = read_baseline(paths, case_ids)
     source = f"baseline file {paths[0]}" if len(paths) == 1 and paths[0].is_file() else \
         f"baseline runs {', '.join(map(str, paths))}"
+    generate = getattr(config.hook, "pytest_benchmark_generate_machine_info", None)
+    here = dict(generate(config=config) or {}) if generate is not None else {"machine": platform.machine()}
+    here["specperf"] = environment_info(suite)
+    require_same_machine(machine_kind(here), runs, here="this machine",
+                         fix="pass a baseline recorded on this kind of machine, or record one here with "
+                             "`pytest perf/ --benchmark-json=FILE` (or drop --specperf-baseline)")
+    baseline = baseline_history(runs)
     missing = [case_id for case_id in case_ids if case_id not in baseline]
     if missing:
+        errored = {case_id for run in runs for case_id in run.errored} & set(missing)
         shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
+        why = f"; {len(errored)} of them errored there, with no metrics" if errored else ""
         config.issue_config_time_warning(pytest.PytestConfigWarning(
             f"specperf: {source} lacks {len(missing)} of this run's {len(case_ids)} draft case(s) "
-            f"({shown}); only absolute floors gate those"), stacklevel=2)
+            f"({shown}{why}); only absolute floors gate those"), stacklevel=2)
     return baseline
 
 
