@@ -1,7 +1,13 @@
-"""The lean GPT-2 forward: bitwise transformers' logits, the same decoding, and transformers' forward where it must."""
+"""The lean GPT-2 forward: bitwise transformers' logits, the same decoding, and transformers' forward where it must.
+
+The tests that run models run them on the CPU, or on the device SPECPERF_TEST_DEVICE names (``cuda``, ``cuda:1``):
+tools/gpu_check.py runs this file with SPECPERF_TEST_DEVICE=cuda, so the bitwise checks hold for the CUDA kernels
+in float32, float16 and bfloat16 too.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,12 +20,29 @@ from specperf.engine.cache import rollback
 from specperf.engine.forward import forward, new_cache
 from specperf.engine.lean_gpt2 import LeanGPT2, choose_forward, lean_forward
 from specperf.errors import ConfigError
-from tests.conftest import PROMPTS, tiny_gpt2, tiny_llama
+from tests.conftest import PROMPTS, clone_weights, tiny_gpt2, tiny_llama
+
+DEVICE = torch.device(os.environ.get("SPECPERF_TEST_DEVICE", "cpu"))
 
 # (new tokens fed, logits kept, rolled back afterwards): a prefill keeping one logit as the engine's does, single
 # tokens, blocks after a cache, a rollback in between, every logit kept
 STEPS = [([5, 6, 7, 8, 9, 10, 11], 1, 0), ([12], 1, 0), ([13, 14, 15, 16, 17], 5, 3), ([18], 1, 1),
          ([19, 20], 2, 0), ([21, 22, 23], 0, 0)]
+
+
+def on_device(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` itself on the CPU; elsewhere a copy on DEVICE, so the session's shared models stay where they are."""
+    return model if DEVICE.type == "cpu" else clone_weights(model).to(DEVICE)
+
+
+@pytest.fixture(scope="module")
+def verifier(verifier: torch.nn.Module) -> torch.nn.Module:
+    return on_device(verifier)
+
+
+@pytest.fixture(scope="module")
+def random_draft(random_draft: torch.nn.Module) -> torch.nn.Module:
+    return on_device(random_draft)
 
 
 @pytest.fixture
@@ -35,7 +58,7 @@ def _logits_along(model: torch.nn.Module, path: str, batch: int) -> list[torch.T
     try:
         with torch.inference_mode():
             for tokens, keep, drop in STEPS:
-                ids = torch.tensor([tokens]).repeat(batch, 1) + torch.arange(batch)[:, None]  # (B, n)
+                ids = (torch.tensor([tokens]).repeat(batch, 1) + torch.arange(batch)[:, None]).to(DEVICE)  # (B, n)
                 out.append(forward(model, ids, cache, keep))  # (B, keep or n, V)
                 rollback(cache, drop)
     finally:
@@ -56,7 +79,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_logits_are_bitwise_transformers(variant: str) -> None:
     changes, dtype, batch = VARIANTS[variant]
-    model = tiny_gpt2(n_layer=3, n_embd=64, seed=3, **changes).to(dtype)
+    model = tiny_gpt2(n_layer=3, n_embd=64, seed=3, **changes).to(DEVICE, dtype)
     assert lean_forward(model) is not None
     lean, reference = _logits_along(model, "lean", batch), _logits_along(model, "transformers", batch)
     for got, want in zip(lean, reference, strict=True):
@@ -134,7 +157,7 @@ def test_forward_is_a_suite_key() -> None:
 def test_the_suite_key_reaches_the_models() -> None:
     from specperf.bench.store import ModelStore
 
-    suite = {"verifier": "embedded:verifier", "device": "cpu",
+    suite = {"verifier": "embedded:verifier", "device": str(DEVICE),
              "drafts": [{"name": "d", "model": "embedded:draft-small"}]}
     lean = ModelStore(parse_config(suite))
     plain = ModelStore(parse_config({**suite, "forward": "transformers"}))
