@@ -15,6 +15,9 @@ A run with faults injected says so in the log and in every case's ``extra_info``
   included.
 - ``baseline_speedup=F``: the verifier-only requests report (1 - F) times their measured wall time. Code cannot be
   made faster on demand, so this one is simulated at the clock; it lowers every speedup by the factor (1 - F).
+
+In an in-session A/B (``--specperf-ab``), ``SPECPERF_INJECT_SIDE=B`` (or ``A``) injects the faults into that side's
+worker only (``pytest_specperf_ab_side``): the other side stays honest.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import logging
 import os
 import time
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -36,6 +41,7 @@ from specperf.records import DecodeResult
 log = logging.getLogger(__name__)
 
 ENV_VAR = "SPECPERF_INJECT"
+SIDE_VAR = "SPECPERF_INJECT_SIDE"
 
 
 @dataclass(frozen=True)
@@ -169,3 +175,11 @@ def pytest_specperf_interventions(config: pytest.Config) -> Faults | None:
     except ConfigError as exc:
         raise pytest.UsageError(f"inject_faults: {exc}") from None
     return faults if faults.active else None
+
+
+@pytest.hookimpl
+def pytest_specperf_ab_side(config: pytest.Config, side: Any) -> Any:
+    """The A/B side that SPECPERF_INJECT_SIDE names loads this plugin's faults in its worker; None for the other."""
+    if os.environ.get(SIDE_VAR) != side.label:
+        return None
+    return replace(side, interventions="inject_faults", pythonpath=(str(Path(__file__).resolve().parent),))

@@ -213,7 +213,7 @@ def comparison_metrics(record: CaseRecord) -> dict[str, Any]:
 
 def _flop_metrics(record: CaseRecord) -> dict[str, Any]:
     last, base_last = record.rounds[-1], record.baseline_rounds[-1]
-    if any(r.verifier_tokens is None for r in last):
+    if any(r.verifier_tokens is None for r in last) or not record.verifier_params:  # unknown work or model size
         return {"flops_per_token": None, "flop_speedup": None}
     case_flops = sum((flops(record.verifier_params, r.verifier_tokens) or 0.0)
                      + (flops(record.draft_params, r.draft_tokens) or 0.0) for r in last)

@@ -26,3 +26,13 @@ def pytest_specperf_interventions(config: pytest.Config) -> Any:
     implementation and runs the identity. A run with interventions records their description in every case's
     ``injected_faults``. Called once, when the first case runs.
     """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_specperf_ab_side(config: pytest.Config, side: Any) -> Any:
+    """Return a changed :class:`specperf.bench.ab_session.SideSpec` for one side of an in-session A/B, or None.
+
+    For measuring the A/B gate only: a test-only plugin makes one side slower or corrupts its draft by naming its
+    interventions module (``dataclasses.replace(side, interventions="inject_faults", pythonpath=(...,))``). Called
+    once per side, A then B, before its worker starts.
+    """

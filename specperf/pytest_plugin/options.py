@@ -28,6 +28,13 @@ class Options:
     thresholds_path: Path | None
     baseline_paths: tuple[Path, ...]  # files or directories of earlier runs; empty: floors only
     report_dir: Path | None
+    ab_root: Path | None = None  # side A's checkout: an in-session A/B against it (this checkout is B)
+    ab_python: str | None = None  # side A's interpreter (default: this one)
+    ab_config: Path | None = None  # side A's suite YAML (default: this run's suite's path inside A's checkout)
+    ab_out: Path = Path("specperf-ab")  # the A/B's report, side A's JSON and the workers' logs
+    ab_alpha: float = 0.05  # the A/B's false-alarm budget over the whole session
+    ab_min_effect: float = 0.02  # the smallest change the A/B calls DIFFERENT
+    ab_max_pairs: int = 30  # the A/B's cap on paired rounds per case
 
 
 def parse_list(value: str) -> tuple[str, ...]:
@@ -101,6 +108,50 @@ def parse_file(value: str) -> Path:
     return path
 
 
+def parse_checkout(value: str) -> Path:
+    path = Path(value).resolve()
+    if not (path / "specperf" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{value} is not a specperf checkout (no specperf/__init__.py in it); fix: "
+                                         "pass the other side's checkout, e.g. `git worktree add ../main main` and "
+                                         "--specperf-ab=../main")
+    return path
+
+
+def parse_fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value!r}; fix: pass e.g. 0.05")
+    return number
+
+
+def parse_pairs(value: str) -> int:
+    (number,) = _parse_ints(value, "--specperf-ab-max-pairs", "pair count", 2, 10_000, "30")
+    return number
+
+
+def _add_ab_options(group: pytest.OptionGroup) -> None:
+    group.addoption("--specperf-ab", metavar="PATH", type=parse_checkout, default=None,
+                    help="measure this checkout (B) against side A's checkout at PATH in one session, round by round "
+                         "(default: off)")
+    group.addoption("--specperf-ab-python", metavar="PYTHON", default=None,
+                    help="side A's interpreter, when A needs its own environment (default: this interpreter)")
+    group.addoption("--specperf-ab-config", metavar="PATH", type=parse_file, default=None,
+                    help="side A's suite YAML (default: this run's suite, at the same path inside A's checkout "
+                         "if it is there)")
+    group.addoption("--specperf-ab-out", metavar="DIR", type=Path, default=Path("specperf-ab"),
+                    help="where the A/B writes its report, side A's JSON and the workers' logs (default: "
+                         "specperf-ab)")
+    group.addoption("--specperf-ab-alpha", metavar="A", type=parse_fraction, default=0.05,
+                    help="the A/B's chance of any false DIFFERENT or SAME over the whole session (default: 0.05)")
+    group.addoption("--specperf-ab-min-effect", metavar="M", type=parse_fraction, default=0.02,
+                    help="the smallest relative change the A/B calls DIFFERENT, and its SAME margin (default: 0.02)")
+    group.addoption("--specperf-ab-max-pairs", metavar="N", type=parse_pairs, default=30,
+                    help="paired rounds per case at most, looked at after 12 and every 6 more (default: 30)")
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("specperf", "specperf: speculative decoding benchmarks")
     group.addoption("--specperf-config", metavar="PATH", type=parse_file, default=None,
@@ -132,6 +183,7 @@ def add_options(parser: pytest.Parser) -> None:
                          "floors only)")
     group.addoption("--specperf-report", metavar="DIR", type=Path, default=None,
                     help="write tables (and plots) of the run to DIR at the end (default: none)")
+    _add_ab_options(group)
     parser.addini("specperf_config", "suite YAML used when --specperf-config is not given", default="")
 
 
@@ -148,4 +200,8 @@ def read_options(config: pytest.Config) -> Options:
         thresholds_path=config.getoption("specperf_thresholds"),
         baseline_paths=tuple(config.getoption("specperf_baseline") or ()),
         report_dir=config.getoption("specperf_report"),
+        ab_root=config.getoption("specperf_ab"), ab_python=config.getoption("specperf_ab_python"),
+        ab_config=config.getoption("specperf_ab_config"), ab_out=config.getoption("specperf_ab_out"),
+        ab_alpha=config.getoption("specperf_ab_alpha"), ab_min_effect=config.getoption("specperf_ab_min_effect"),
+        ab_max_pairs=config.getoption("specperf_ab_max_pairs"),
     )

@@ -20,14 +20,14 @@ from specperf.config.cases import build_cases
 from specperf.config.schema import VLLM_INSTALL
 from specperf.errors import ConfigError, SpecperfError
 from specperf.pytest_plugin import hookspecs
-from specperf.pytest_plugin.options import add_options, read_options
+from specperf.pytest_plugin.options import Options, add_options, read_options
 from specperf.pytest_plugin.session import SpecperfSession
 
 log = logging.getLogger(__name__)
 _SESSION = pytest.StashKey[SpecperfSession]()
 _OPTIONS = ("specperf_config", "specperf_device", "specperf_dtype", "specperf_drafts", "specperf_k", "specperf_batch",
             "specperf_max_new_tokens", "specperf_shard", "specperf_slice", "specperf_thresholds", "specperf_baseline",
-            "specperf_report")
+            "specperf_report", "specperf_ab")
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -99,6 +99,15 @@ def _load_baseline(config: pytest.Config, paths: tuple[Path, ...],
     return baseline
 
 
+def _check_ab(opts: Options, suite: SuiteConfig) -> None:
+    """An A/B's design and side A's suite file, checked at start; the workers start with the first draft case."""
+    from specperf.pytest_plugin.ab import a_config, ab_plan
+
+    ab_plan(opts, len(build_cases(suite)[0]))
+    if not a_config(opts).is_file():
+        raise ConfigError(f"side A's suite {a_config(opts)} does not exist; fix: pass --specperf-ab-config")
+
+
 def _build_session(config: pytest.Config) -> SpecperfSession:
     opts = read_options(config)
     suite = load_config(opts.config_path)
@@ -111,6 +120,8 @@ def _build_session(config: pytest.Config) -> SpecperfSession:
     _check_device(suite.device)
     _check_dataset(suite)
     _check_vllm(suite)
+    if opts.ab_root is not None:
+        _check_ab(opts, suite)
     baseline = _load_baseline(config, opts.baseline_paths, suite) if opts.baseline_paths else None
     declared = bool(config.getini("specperf_config")) or any(config.getoption(o) is not None for o in _OPTIONS)
     return SpecperfSession(config, opts, suite, suite.thresholds, baseline, declared)
@@ -175,12 +186,21 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.write_line("acceptance per draft")
     for line in acceptance_table(session.results):
         terminalreporter.write_line(line)
+    if session.options.ab_root is not None and session.ab.results:
+        from specperf.output.ab_report import ab_table
+
+        terminalreporter.write_line("")
+        terminalreporter.write_line(f"A/B: side A {session.options.ab_root}, side B this checkout")
+        for line in ab_table(session.ab.results):
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     state = session.config.stash.get(_SESSION, None)
     if state is not None:
         state.close()
+        if state.options.ab_root is not None and state.ab.results:
+            log.info("specperf A/B report written to %s", state.ab.write())
     if state is None or state.options.report_dir is None or not state.results:
         return
     from specperf.bench.environment import environment_info

@@ -17,6 +17,7 @@ from specperf.pytest_plugin.options import Options
 
 if TYPE_CHECKING:
     from specperf.bench.suite import SuiteBench
+    from specperf.pytest_plugin.ab import AbSession
     from specperf.records import CaseRecord
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class SpecperfSession:
         self.results: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []  # said once in the terminal summary and the report
         self._bench: SuiteBench | None = None
+        self._ab: AbSession | None = None
 
     @functools.cached_property
     def timing_gated_cases(self) -> int:
@@ -67,10 +69,22 @@ class SpecperfSession:
             self._bench = SuiteBench(self.config, hook(config=self.pytest_config))
         return self._bench
 
+    @property
+    def ab(self) -> AbSession:
+        """The in-session A/B (--specperf-ab), created on first use: its workers start with the first draft case."""
+        if self._ab is None:
+            from specperf.pytest_plugin.ab import AbSession
+
+            self._ab = AbSession(self.options, self.pytest_config, self.config, [c.id for c in self.all_draft_cases])
+        return self._ab
+
     def close(self) -> None:
-        """Shut down the engines the bench started (vLLM's live in child processes); called at session end."""
+        """Shut down the engines the bench started (vLLM's live in child processes) and the A/B's workers; called at
+        session end."""
         if self._bench is not None:
             self._bench.close()
+        if self._ab is not None:
+            self._ab.close()
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -130,6 +144,8 @@ class SpecperfSession:
 
     def run_baseline(self, case: Case, benchmark: Any) -> dict[str, Any]:
         """Benchmark the verifier-only baseline of one slice."""
+        if self.options.ab_root is not None:
+            pytest.skip("A/B mode: each side's verifier-only rounds are paired inside its draft cases")
         benchmark.group = f"slice {case.slice}"
         benchmark.extra_info["case_id"] = case.id  # first: a case that errors later still names itself in the JSON
         record = self._guarded(case, lambda: self.bench.run_baseline(case, benchmark))
@@ -142,6 +158,8 @@ class SpecperfSession:
         assert case.draft is not None
         benchmark.group = f"slice {case.slice}"
         benchmark.extra_info["case_id"] = case.id  # first: a case that errors later still names itself in the JSON
+        if self.options.ab_root is not None:
+            return self._run_ab_case(case, benchmark)
         record: CaseRecord = self._guarded(case, lambda: self.bench.run_case(case, benchmark))
         values = case_metrics(record)
         self._record(case, values, benchmark)
@@ -157,4 +175,14 @@ class SpecperfSession:
                                     n_cases=self.timing_gated_cases)
         if violations:
             raise gates.RegressionDetected("\n".join(v.message() for v in violations))
+        return values
+
+    def _run_ab_case(self, case: Case, benchmark: Any) -> dict[str, Any]:
+        """One draft case measured against side A round by round; a DIFFERENT slowdown or a work difference fails."""
+        from specperf.pytest_plugin.ab import AbRegression
+
+        values, failures = self.ab.run_case(case, benchmark)
+        self._record(case, values, benchmark)
+        if failures:
+            raise AbRegression("\n".join(failures))
         return values

@@ -1,0 +1,136 @@
+"""The in-session A/B end to end: two real worker processes on the embedded family, round by round.
+
+Side A is this very checkout (an A/A comparison) or the same code with a test-only fault in one side's worker
+(``SPECPERF_INJECT_SIDE``), so each test knows the truth it must find. The suite is the tests' tiny one, narrowed to
+one draft case, so a session takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PERF_TESTS, ROOT, SUITE
+
+ARGS = ("--specperf-config=suite.yaml", "-p", "no:randomly", "--specperf-drafts=small", "--specperf-k=2",
+        f"--specperf-ab={ROOT}", "--specperf-ab-out=ab", "--benchmark-json=b.json")
+
+
+def _setup(pytester: pytest.Pytester, suite: str = SUITE) -> None:
+    pytester.makefile(".yaml", suite=suite)
+    pytester.makepyfile(test_perf=PERF_TESTS.read_text())
+
+
+def _no_workers_left() -> bool:
+    """No ab_worker process of this user is alive."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ab_worker.py" in cmdline:
+                return False
+    return True
+
+
+def test_a_against_itself_is_not_different_and_writes_both_sides(pytester):
+    _setup(pytester)
+    result = pytester.runpytest_inprocess(*ARGS, "--specperf-ab-alpha=0.001", "--specperf-ab-max-pairs=14")
+    result.assert_outcomes(passed=1, skipped=1)  # the baseline case is paired inside the draft case
+    result.stdout.fnmatch_lines(["*A/B: side A*", "*small-k2-0:2*wall*", "*small-k2-0:2*speedup*"])
+    assert "DIFFERENT" not in result.stdout.str()
+    b_info = [b["extra_info"] for b in json.loads((pytester.path / "b.json").read_text())["benchmarks"]
+              if b["extra_info"].get("draft")][0]
+    a_doc = json.loads((pytester.path / "ab" / "A.json").read_text())
+    (a_info,) = [b["extra_info"] for b in a_doc["benchmarks"]]
+    assert a_info["case_id"] == b_info["case_id"] == "small-k2-0:2"
+    assert b_info["ab"]["work_differences"] == [] and b_info["ab"]["work_compared"]
+    assert b_info["ab"]["pairs"] >= 12
+    # Same code, same greedy work: the deterministic figures agree exactly.
+    for key in ("acceptance_aggregate", "mean_accepted_length", "accept_counts", "exact_match_rate"):
+        assert a_info[key] == b_info[key], key
+    for name in ("ab.md", "ab.csv", "ab.png", "worker-A.log", "worker-B.log"):
+        assert (pytester.path / "ab" / name).is_file(), name
+    assert _no_workers_left()
+
+
+def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
+    monkeypatch.setenv("SPECPERF_INJECT", "spec_slowdown=0.3")
+    monkeypatch.setenv("SPECPERF_INJECT_SIDE", "B")
+    monkeypatch.syspath_prepend(str(ROOT / "perf"))
+    _setup(pytester)
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults")
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*AbRegression: small-k2-0:2: * B/A *DIFFERENT slower*"])
+    info = [b["extra_info"] for b in json.loads((pytester.path / "b.json").read_text())["benchmarks"]
+            if b["extra_info"].get("draft")][0]
+    decisions = {r["metric"]: (r["decision"], r["direction"]) for r in info["ab"]["results"]}
+    assert ("DIFFERENT", "slower") in decisions.values(), decisions
+    assert _no_workers_left()
+
+
+def test_a_corrupted_draft_on_side_b_is_named_by_the_work_comparison(pytester, monkeypatch):
+    monkeypatch.setenv("SPECPERF_INJECT", "corrupt_every=3")
+    monkeypatch.setenv("SPECPERF_INJECT_SIDE", "B")
+    monkeypatch.syspath_prepend(str(ROOT / "perf"))
+    _setup(pytester)
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults", "--specperf-ab-max-pairs=12")
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*small-k2-0:2: request * accepted A *, B *"])
+
+
+def test_sides_whose_cases_differ_are_refused_at_start(pytester, tmp_path):
+    _setup(pytester)
+    other = tmp_path / "a.yaml"
+    other.write_text(SUITE.replace('slices: ["0:2"]', 'slices: ["0:3"]'))
+    result = pytester.runpytest_inprocess(*ARGS, f"--specperf-ab-config={other}")
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*side A's suite*lacks 1 of this session's case(s): small-k2-0:2*"])
+    assert _no_workers_left()
+
+
+def test_a_path_that_is_not_a_checkout_is_a_usage_error(pytester, tmp_path):
+    _setup(pytester)
+    result = pytester.runpytest_inprocess("--specperf-config=suite.yaml", f"--specperf-ab={tmp_path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*is not a specperf checkout*"])
+
+
+def test_a_worker_that_dies_is_reported_with_its_log(pytester, tmp_path):
+    _setup(pytester)
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'side A cannot import torch' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    result = pytester.runpytest_inprocess(*ARGS, f"--specperf-ab-python={broken}")
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*WorkerDied: side A*exited with status 3*", "*side A cannot import torch*"])
+
+
+def test_a_killed_worker_fails_the_session_cleanly(pytester):
+    """A worker killed mid-session: the case errors with its log tail and the other worker is stopped."""
+    _setup(pytester)
+    pytester.makeconftest('''
+import os, signal
+import pytest
+from specperf.bench import ab_session
+
+original = ab_session.AbRunner.run_case
+
+def run_case(self, case_id, plan, warmup_rounds=1):
+    os.kill(self.workers["A"].process.pid, signal.SIGKILL)
+    return original(self, case_id, plan, warmup_rounds)
+
+@pytest.fixture(autouse=True)
+def _kill(monkeypatch):
+    monkeypatch.setattr(ab_session.AbRunner, "run_case", run_case)
+''')
+    result = pytester.runpytest_inprocess(*ARGS)
+    result.assert_outcomes(failed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*WorkerDied: side A*exited with status -9*"])
+    assert _no_workers_left()
+    assert signal.SIGKILL  # the kill above is what the test exercises
