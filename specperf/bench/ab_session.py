@@ -80,6 +80,10 @@ class Worker:
                               "interpreter (--specperf-ab-python)") from None
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=_reader, args=(self.process.stdout, self._lines), daemon=True).start()
+        self.hello: dict[str, Any] = {}
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's hello: its suite is loaded."""
         self.hello = self._read(START_TIMEOUT_S, "start-up")
 
     def tail(self) -> str:
@@ -176,10 +180,12 @@ class AbRunner:
         self.workers: dict[str, Worker] = {}
         atexit.register(self.close)
         try:
-            for spec in (a, b):
+            for spec in (a, b):  # both start at once: their models load side by side
                 log.info("specperf A/B: starting side %s (%s, %s)", spec.label, spec.root, spec.python)
                 self.workers[spec.label] = Worker(spec, log_dir)
-                _check_hello(self.workers[spec.label], expected_cases)
+            for worker in self.workers.values():
+                worker.wait_ready()
+                _check_hello(worker, expected_cases)
         except BaseException:
             self.close()
             raise
