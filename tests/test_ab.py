@@ -114,7 +114,8 @@ def test_a_worker_that_dies_is_reported_with_its_log(pytester, tmp_path):
 def test_a_killed_worker_fails_the_session_cleanly(pytester):
     """A worker killed mid-session: the case errors with its log tail and the other worker is stopped."""
     _setup(pytester)
-    pytester.makeconftest('''
+    # A plugin of its own name: in-process pytester runs may reuse an earlier test's module named conftest.
+    pytester.makepyfile(ab_kill_side_a='''
 import os, signal
 import pytest
 from specperf.bench import ab_session
@@ -129,7 +130,8 @@ def run_case(self, case_id, plan, warmup_rounds=1):
 def _kill(monkeypatch):
     monkeypatch.setattr(ab_session.AbRunner, "run_case", run_case)
 ''')
-    result = pytester.runpytest_inprocess(*ARGS)
+    # In a process of its own: patching the runner class must not depend on what earlier in-process runs imported.
+    result = pytester.runpytest_subprocess(*ARGS, "-p", "ab_kill_side_a")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*WorkerDied: side A*exited with status -9*"])
     assert _no_workers_left()

@@ -106,7 +106,9 @@ class Worker:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
             raise self._died(what) from None
-        if line is None:
+        if line is None:  # its stdout closed: it is exiting; let it finish, so its status can be told
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
             raise self._died(what)
         try:
             message: dict[str, Any] = json.loads(line)
