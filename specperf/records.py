@@ -66,6 +66,14 @@ def pass_wall(results: list[DecodeResult], batch_size: int) -> float:
     return sum(max(r.wall_s for r in results[i : i + batch_size]) for i in range(0, len(results), batch_size))
 
 
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """The first position where two token sequences differ (or the shorter one's end); None when equal."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
 @dataclass
 class Audit:
     """What the replay of one request found."""

@@ -25,6 +25,14 @@ def _setup(pytester: pytest.Pytester, suite: str = SUITE) -> None:
     pytester.makepyfile(test_perf=PERF_TESTS.read_text())
 
 
+def _faulty_side_b(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, faults: str) -> None:
+    """The tiny suite, with the test-only plugin injecting ``faults`` into side B's worker only."""
+    monkeypatch.setenv("SPECPERF_INJECT", faults)
+    monkeypatch.setenv("SPECPERF_INJECT_SIDE", "B")
+    monkeypatch.syspath_prepend(str(ROOT / "perf"))
+    _setup(pytester)
+
+
 def _no_workers_left() -> bool:
     """No ab_worker process of this user is alive."""
     for pid in os.listdir("/proc"):
@@ -60,10 +68,7 @@ def test_a_against_itself_is_not_different_and_writes_both_sides(pytester):
 
 
 def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
-    monkeypatch.setenv("SPECPERF_INJECT", "spec_slowdown=0.3")
-    monkeypatch.setenv("SPECPERF_INJECT_SIDE", "B")
-    monkeypatch.syspath_prepend(str(ROOT / "perf"))
-    _setup(pytester)
+    _faulty_side_b(pytester, monkeypatch, "spec_slowdown=0.3")
     result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*AbRegression: small-k2-0:2: * B/A *DIFFERENT slower*"])
@@ -75,10 +80,7 @@ def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
 
 
 def test_a_corrupted_draft_on_side_b_is_named_by_the_work_comparison(pytester, monkeypatch):
-    monkeypatch.setenv("SPECPERF_INJECT", "corrupt_every=3")
-    monkeypatch.setenv("SPECPERF_INJECT_SIDE", "B")
-    monkeypatch.syspath_prepend(str(ROOT / "perf"))
-    _setup(pytester)
+    _faulty_side_b(pytester, monkeypatch, "corrupt_every=3")
     result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults", "--specperf-ab-max-pairs=12")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*small-k2-0:2: request * accepted A *, B *"])

@@ -27,7 +27,7 @@ from specperf.engine.drafters.base import Drafter
 from specperf.engine.forward import context_window, forward, model_device, new_cache
 from specperf.errors import SpecperfError
 from specperf.precision import is_near_tie, tolerance_steps
-from specperf.records import Audit, DecodeResult
+from specperf.records import Audit, DecodeResult, first_divergence
 
 __all__ = ["AuditMismatch", "audit_case", "audit_drafter", "audit_model_draft", "audit_vllm_model_draft",
            "block_calls", "divergences", "draft_matches", "draft_replay", "replay_blocks", "replay_full_blocks",
@@ -266,14 +266,6 @@ def check_counters(label: str, result: DecodeResult, audit: Audit, walk: Walk | 
         "either way does not reproduce the engine's counts: the engine's draft or verify path disagrees with the "
         "draft model beyond rounding"
     )
-
-
-def first_divergence(a: list[int], b: list[int]) -> int | None:
-    """The first position where two token sequences differ (or the shorter one's end); None when equal."""
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
 
 
 def divergences(runner: CaseRunner, case: Case, baseline: list[DecodeResult],

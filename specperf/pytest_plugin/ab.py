@@ -23,7 +23,7 @@ from specperf.config import SuiteConfig
 from specperf.config.cases import Case
 from specperf.errors import SpecperfError
 from specperf.pytest_plugin.options import Options
-from specperf.records import CaseRecord, DecodeResult, RunContext
+from specperf.records import CaseRecord, DecodeResult, RunContext, first_divergence
 
 if TYPE_CHECKING:
     from specperf.bench.ab_session import AbRunner, CaseAb, SideSpec
@@ -79,19 +79,12 @@ def _result(data: dict[str, Any]) -> DecodeResult:
     return DecodeResult(**data)
 
 
-def _first_divergence(a: list[int], b: list[int]) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return i
-    return None if len(a) == len(b) else min(len(a), len(b))
-
-
 def side_record(case: Case, suite: SuiteConfig, rounds: list[dict[str, Any]], label: str) -> CaseRecord:
     """A side's rounds of a case as the record its metrics come from (no audit, replay or step costs)."""
     assert case.draft is not None
     spec = [[_result(r) for r in answer["spec"]] for answer in rounds]
     base = [[_result(r) for r in answer["baseline"]] for answer in rounds]
-    divergence = [_first_divergence(b.tokens, s.tokens) for b, s in zip(base[-1], spec[-1])]
+    divergence = [first_divergence(b.tokens, s.tokens) for b, s in zip(base[-1], spec[-1])]
     return CaseRecord(
         case_id=case.id, slice=case.slice, k=case.k, batch_size=case.batch_size, draft=case.draft.name,
         draft_model=case.draft.model, drafter=case.draft.drafter, engine=case.draft.engine,
