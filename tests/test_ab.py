@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,20 +63,34 @@ def test_a_against_itself_is_not_different_and_writes_both_sides(pytester):
     # Same code, same greedy work: the deterministic figures agree exactly.
     for key in ("acceptance_aggregate", "mean_accepted_length", "accept_counts", "exact_match_rate"):
         assert a_info[key] == b_info[key], key
-    for name in ("ab.md", "ab.csv", "ab.png", "worker-A.log", "worker-B.log"):
+    for name in ("ab.md", "ab.csv", "ab.png", "pairs.json", "worker-A.log", "worker-B.log"):
         assert (pytester.path / "ab" / name).is_file(), name
+    # The tiny suite runs one torch thread per side on a CPU: both sides at once, each pinned to its own CPU, the
+    # CPUs swapped ABBA.
+    pairs = json.loads((pytester.path / "ab" / "pairs.json").read_text())
+    expected = "duet" if sys.platform.startswith("linux") and len(os.sched_getaffinity(0)) >= 2 else "alternate"
+    assert pairs["grain"] == expected
+    (raw,) = pairs["cases"]
+    assert len(raw["A"]["spec_s"]) == len(raw["B"]["spec_s"]) == b_info["ab"]["pairs"]
+    if expected == "duet":
+        cpus = [tuple(c) for c in raw["A"]["cpus"][:4]]
+        assert cpus[0] == cpus[3] != cpus[1] == cpus[2]  # A B B A over the CPU sets
+        assert [tuple(c) for c in raw["B"]["cpus"][:1]] != cpus[:1]
+    assert f"Grain: {expected}." in (pytester.path / "ab" / "ab.md").read_text()
     assert _no_workers_left()
 
 
 def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
     _faulty_side_b(pytester, monkeypatch, "spec_slowdown=0.3")
-    result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults")
+    # One side at a time here (the A/A test above runs both at once where it can): both grains catch it.
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults", "--specperf-ab-grain=alternate")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*AbRegression: small-k2-0:2: * B/A *DIFFERENT slower*"])
     info = [b["extra_info"] for b in json.loads((pytester.path / "b.json").read_text())["benchmarks"]
             if b["extra_info"].get("draft")][0]
     decisions = {r["metric"]: (r["decision"], r["direction"]) for r in info["ab"]["results"]}
     assert ("DIFFERENT", "slower") in decisions.values(), decisions
+    assert "Grain: alternate." in (pytester.path / "ab" / "ab.md").read_text()
     assert _no_workers_left()
 
 

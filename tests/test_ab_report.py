@@ -47,7 +47,7 @@ LABELS = dict(a_label="main@0123abcd", b_label="work tree (dirty)")
 
 
 def report(out_dir: Path, results: tuple[AbResult, ...] = RESULTS, **changes: Any) -> Path:
-    kwargs: dict[str, Any] = dict(LABELS, grain="round", min_effect=0.02, notes=["timing only on sampled cases"])
+    kwargs: dict[str, Any] = dict(LABELS, grain="alternate", min_effect=0.02, notes=["timing only on sampled cases"])
     return write_ab_report(results, DIFFS, out_dir, **{**kwargs, **changes})
 
 
@@ -86,13 +86,13 @@ def test_a_pipe_in_a_case_id_keeps_the_columns() -> None:
 
 
 def test_markdown_names_the_sides_grain_confidence_and_sections() -> None:
-    text = ab_markdown(RESULTS, DIFFS, **LABELS, grain="case", notes=["timing only on sampled cases", "second"])
+    text = ab_markdown(RESULTS, DIFFS, **LABELS, grain="duet", notes=["timing only on sampled cases", "second"])
     parts = sections(text)
     assert list(parts) == ["", "Results", "Work metrics", "Notes"]
     head = "\n".join(parts[""])
     assert head.startswith("# specperf A/B comparison")
     assert "Side A (reference): `main@0123abcd`. Side B: `work tree (dirty)`." in head
-    assert "Grain: case. Each pair is one case of A and one case of B" in head
+    assert "Grain: duet. Each pair is one round of A and one round of B run at the same time" in head
     assert "Confidence: 99.875% per interval" in head and "min effect 2%" in head
     assert [line for line in parts["Results"] if line.startswith("|")] == TABLE
     assert parts["Work metrics"][1:] == [
@@ -104,15 +104,16 @@ def test_markdown_names_the_sides_grain_confidence_and_sections() -> None:
 
 
 def test_markdown_says_identical_work_and_leaves_out_empty_notes() -> None:
-    parts = sections(ab_markdown(RESULTS, [], **LABELS, grain="round", notes=()))
+    parts = sections(ab_markdown(RESULTS, [], **LABELS, grain="alternate", notes=()))
     assert list(parts) == ["", "Results", "Work metrics"]
     assert parts["Work metrics"][1] == ("Deterministic work (tokens, verifier_calls, proposed, accepted, "
                                         "accept_counts) is identical on every case.")
-    assert "Grain: round. Each pair is one round of A and one round of B" in "\n".join(parts[""])
+    head = "\n".join(parts[""])
+    assert "Grain: alternate. Each pair is one round of A and one round of B run next to each other" in head
 
 
 def test_markdown_without_results_and_with_a_bad_grain() -> None:
-    parts = sections(ab_markdown([], [], **LABELS, grain="round", notes=()))
+    parts = sections(ab_markdown([], [], **LABELS, grain="alternate", notes=()))
     assert parts["Results"] == ["", "_No case was compared._", ""]
     assert not any("Confidence" in line for line in parts[""])
     with pytest.raises(ValueError, match="grain must be one of"):

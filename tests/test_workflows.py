@@ -122,10 +122,35 @@ _MATRIX_SHARD = re.compile(r"\$\{\{\s*matrix\.shard\s*\}\}")
 
 
 def gpu_jobs() -> tuple[dict[str, Any], dict[str, Any]]:
-    """gpu-perf.yml's ``shard`` and ``merge`` jobs."""
+    """gpu-perf.yml's ``shard`` and ``merge`` jobs (the history gate; ``ab`` gates pull requests)."""
     jobs = load("gpu-perf.yml")["jobs"]
-    assert set(jobs) == {"shard", "merge"}, sorted(jobs)
+    assert set(jobs) == {"ab", "shard", "merge"}, sorted(jobs)
     return jobs["shard"], jobs["merge"]
+
+
+def test_gpu_perf_pull_requests_run_the_ab_against_main_and_pushes_the_history_gate() -> None:
+    jobs = load("gpu-perf.yml")["jobs"]
+    ab, shard = jobs["ab"], jobs["shard"]
+    assert "pull_request" in ab["if"] and "push" in shard["if"], "PRs: the A/B; pushes to main: the history gate"
+    assert jobs["merge"]["needs"] == "shard"
+    assert set(ab["runs-on"]) == GPU_LABELS
+    checkouts = {step["with"]["path"]: step["with"].get("ref") for step in steps_using(ab, "actions/checkout")}
+    assert checkouts == {"pr": None, "main": "${{ github.base_ref }}"}, checkouts
+    scripts = [step["run"] for step in ab["steps"] if "run" in step]
+    (bench,) = invocations(scripts, "pytest")
+    assert bench[0] == "perf/" and option_value(bench, "--specperf-device") == "cuda"
+    assert option_value(bench, "--specperf-config") == "$SUITE"
+    assert option_value(bench, "--specperf-ab") == "$GITHUB_WORKSPACE/main"
+    # Side A runs in its own venv, built from its own checkout with the same pins.
+    assert option_value(bench, "--specperf-ab-python") == "$RUNNER_TEMP/venv-main/bin/python"
+    install = "\n".join(scripts)
+    assert "for side in main pr" in install and '-e "./$side"' in install
+    run_step_ = next(step for step in ab["steps"] if "run" in step and "--specperf-ab" in step["run"])
+    assert run_step_["working-directory"] == "pr"
+    # No baseline or history: the session is its own reference.
+    assert not {w.split("=")[0] for w in bench} & {"--specperf-baseline", "--benchmark-compare-fail"}, bench
+    (upload,) = steps_using(ab, "actions/upload-artifact")
+    assert upload["with"]["path"] == "outputs/ab/" and "!cancelled()" in upload["if"]
 
 
 def render(value: Any, shard: int) -> Any:

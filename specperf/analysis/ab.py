@@ -190,7 +190,7 @@ class AbPlan:
     alpha: float = 0.05  # chance that any interval of the session misses; a false failure has at most alpha / 2
     first_pairs: int = 12  # pairs at the first look (6 ABBA blocks)
     block_pairs: int = 6  # pairs added before each later look
-    max_pairs: int = 30  # the cap: pairs at the last look, after which UNKNOWN stays UNKNOWN
+    max_pairs: int = 24  # the cap: pairs at the last look, after which UNKNOWN stays UNKNOWN
     min_effect: float = 0.02  # DIFFERENT needs the whole interval beyond this change (0.02: 2%)
     same_margin: float | None = None  # SAME needs the whole interval within this; None: min_effect
 

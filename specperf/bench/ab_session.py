@@ -1,5 +1,14 @@
 """The coordinator of an in-session A/B comparison: two worker processes (:mod:`specperf.bench.ab_worker`), one per
-side, each holding its own checkout's suite, driven round by round in ABBA order.
+side, each holding its own checkout's suite, driven round by round.
+
+Two grains (:func:`choose_grain`):
+
+- ``duet``: both sides run each pair's rounds at the same time, each pinned to its own CPUs, the CPUs swapped between
+  the sides in ABBA order (Bulej et al., "Duet benchmarking", ICPE 2020). Slowdowns of the machine that both CPUs see
+  fall on both rounds of a pair, and a pair costs one round of wall time instead of two. CPU-only, needs two disjoint
+  sets of ``threads`` CPUs, and no vLLM case (vLLM binds its own worker threads).
+- ``alternate``: one side at a time, A B B A A B ..., so a drift across a block enters adjacent pairs with opposite
+  signs. Every other setting (a GPU, too few CPUs, an unset thread count, vLLM).
 
 Torch-free: the pytest process coordinates and analyses; the models live in the workers. Every worker this starts
 is stopped at :meth:`AbRunner.close`, at interpreter exit, and on a failure, its process group killed if it does
@@ -16,6 +25,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,15 +130,22 @@ class Worker:
                              f"\n{message.get('traceback', '')}")
         return message
 
-    def request(self, message: dict[str, Any], timeout: float = ROUND_TIMEOUT_S) -> dict[str, Any]:
-        what = f"{message.get('op')} {message.get('case', '')}".strip()
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one request; :meth:`receive` reads its answer (so that both sides can work at once)."""
         try:
             assert self.process.stdin is not None
             self.process.stdin.write(json.dumps(message) + "\n")
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise self._died(what) from None
-        return self._read(timeout, what)
+            raise self._died(_what(message)) from None
+
+    def receive(self, message: dict[str, Any], timeout: float = ROUND_TIMEOUT_S) -> dict[str, Any]:
+        """The answer to ``message``, sent before."""
+        return self._read(timeout, _what(message))
+
+    def request(self, message: dict[str, Any], timeout: float = ROUND_TIMEOUT_S) -> dict[str, Any]:
+        self.send(message)
+        return self.receive(message, timeout)
 
     def close(self) -> None:
         """Ask the worker to quit; kill its process group if it does not within 10 s."""
@@ -141,6 +158,10 @@ class Worker:
             except (OSError, subprocess.TimeoutExpired):
                 _kill_group(self.process)
         self._log.close()
+
+
+def _what(message: dict[str, Any]) -> str:
+    return f"{message.get('op')} {message.get('case', '')}".strip()
 
 
 def _kill_group(process: subprocess.Popen[str]) -> None:
@@ -174,10 +195,70 @@ def _check_hello(worker: Worker, expected: Sequence[str]) -> None:
                           "sizes (or narrow this run with --specperf-drafts/-k/-slice/-batch)")
 
 
+GRAINS = ("auto", "duet", "alternate")
+
+
+@dataclass(frozen=True)
+class Grain:
+    """How a session pairs its rounds, and why."""
+
+    name: str  # "duet" or "alternate"
+    reason: str
+    cpus: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # duet: the two CPU sets the sides swap between
+
+
+def _duet_blocker(hellos: Sequence[dict[str, Any]], allow: bool, cpus: Sequence[int]) -> tuple[str, int]:
+    """Why the duet grain cannot run ("" if it can), and the CPUs each side needs."""
+    threads = [h.get("threads") for h in hellos]
+    devices = [str(h.get("device", "")) for h in hellos]
+    need = max((t for t in threads if isinstance(t, int)), default=0)
+    if not allow:
+        return "a vLLM case binds its own worker threads", need
+    if not sys.platform.startswith("linux"):
+        return f"CPU pinning needs Linux, this is {sys.platform}", need
+    if any(not d.startswith("cpu") for d in devices):
+        return f"a side runs on {', '.join(sorted(set(devices)))}: one accelerator cannot hold two timed rounds", need
+    if any(not isinstance(t, int) or t < 1 for t in threads):
+        return "a side's torch thread count is unknown (set `threads:` in the suite)", need
+    if 2 * need > len(cpus):
+        return f"both sides need {need} CPU(s) each and this process may use {len(cpus)}", need
+    return "", need
+
+
+def choose_grain(requested: str, hellos: Sequence[dict[str, Any]], allow_duet: bool = True,
+                 cpus: Sequence[int] | None = None) -> Grain:
+    """The grain a session runs: ``duet`` when asked for or (``auto``) possible, else ``alternate``. Asking for duet
+    where it cannot run is a ConfigError naming why."""
+    if requested not in GRAINS:
+        raise ConfigError(f"A/B grain {requested!r} is unknown; fix: one of {', '.join(GRAINS)}")
+    if requested == "alternate":
+        return Grain("alternate", "asked for (--specperf-ab-grain alternate)")
+    available = sorted(os.sched_getaffinity(0)) if cpus is None else sorted(cpus)
+    blocker, need = _duet_blocker(hellos, allow_duet, available)
+    if blocker:
+        if requested == "duet":
+            raise ConfigError(f"--specperf-ab-grain duet cannot run: {blocker}; fix: --specperf-ab-grain alternate")
+        return Grain("alternate", f"duet cannot run: {blocker}")
+    sets = (tuple(available[:need]), tuple(available[need:2 * need]))
+    return Grain("duet", f"both sides at once, {need} CPU(s) each, CPUs {sets[0]} and {sets[1]} swapped ABBA", sets)
+
+
+def _pin(process: subprocess.Popen[str], cpus: tuple[int, ...]) -> None:
+    """Pin every thread of a worker (its torch threads too) to ``cpus``; threads it starts later inherit them."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{process.pid}/task")]
+    except OSError:
+        tids = [process.pid]
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(tid, cpus)
+
+
 class AbRunner:
     """Both sides' workers, started once per session; draft cases measured on command."""
 
-    def __init__(self, a: SideSpec, b: SideSpec, expected_cases: Sequence[str], log_dir: Path) -> None:
+    def __init__(self, a: SideSpec, b: SideSpec, expected_cases: Sequence[str], log_dir: Path,
+                 grain: str = "auto", allow_duet: bool = True) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.workers: dict[str, Worker] = {}
         atexit.register(self.close)
@@ -188,35 +269,53 @@ class AbRunner:
             for worker in self.workers.values():
                 worker.wait_ready()
                 _check_hello(worker, expected_cases)
+            self.grain = choose_grain(grain, [w.hello for w in self.workers.values()], allow_duet)
         except BaseException:
             self.close()
             raise
+        log.info("specperf A/B grain: %s (%s)", self.grain.name, self.grain.reason)
         self.same_suite = self.workers["A"].hello.get("config_hash") == self.workers["B"].hello.get("config_hash")
 
-    def _round(self, label: str, case_id: str) -> dict[str, Any]:
-        return self.workers[label].request({"op": "round", "case": case_id})
+    def _pair(self, case_id: str, index: int, op: str = "round") -> dict[str, dict[str, Any]]:
+        """One pair's rounds (or warm-ups) of both sides, in the session's grain."""
+        message = {"op": op, "case": case_id}
+        if self.grain.name == "alternate":
+            return {label: self.workers[label].request(message) for label, _ in abba_order(index + 1)[-2:]}
+        swap = index % 4 in (1, 2)  # ABBA over the CPU sets: A on the first set at pairs 0, 3, 4, 7, ...
+        sets = self.grain.cpus[::-1] if swap else self.grain.cpus
+        for label, cpus in zip(("A", "B"), sets):
+            _pin(self.workers[label].process, cpus)
+        for label in ("A", "B"):
+            self.workers[label].send(message)
+        answers = {label: self.workers[label].receive(message) for label in ("A", "B")}
+        for label, cpus in zip(("A", "B"), sets):
+            answers[label]["cpus"] = list(cpus)
+        return answers
 
     def run_case(self, case_id: str, plan: AbPlan, warmup_rounds: int = 1) -> CaseAb:
-        """Warm both sides up, then run ABBA-ordered rounds up to each planned look until the case is decided."""
-        for _ in range(warmup_rounds):
-            for label in ("A", "B"):
-                self.workers[label].request({"op": "warmup", "case": case_id})
-        order = abba_order(plan.max_pairs)
+        """Warm both sides up, then run pairs up to each planned look until the case is decided."""
+        for i in range(warmup_rounds):
+            self._pair(case_id, i, op="warmup")
         rounds: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
-        done = 0
         for look in plan.look_sizes:
-            while done < len(order) and min(len(rounds["A"]), len(rounds["B"])) < look:
-                label, _ = order[done]
-                rounds[label].append(self._round(label, case_id))
-                log.info("specperf A/B: %s round %d of side %s", case_id, len(rounds[label]), label)
-                done += 1
+            while len(rounds["A"]) < look:
+                for label, answer in self._pair(case_id, len(rounds["A"])).items():
+                    rounds[label].append(answer)
+                log.info("specperf A/B: %s pair %d of at most %d (%s)", case_id, len(rounds["A"]), plan.max_pairs,
+                         self.grain.name)
             step = next_step(_paired(case_id, rounds), plan)
-            if step.done:
+            work = self._work(case_id, rounds)
+            if step.done or work:  # differing greedy work fails the case whatever the timing says: stop timing it
                 break
-        ab = CaseAb(case_id, step, rounds["A"], rounds["B"], compared_work=self.same_suite)
-        if self.same_suite:
-            ab.work = compare_work(case_id, rounds["A"][-1]["spec"], rounds["B"][-1]["spec"])
-        return ab
+        return CaseAb(case_id, step, rounds["A"], rounds["B"], work=work, compared_work=self.same_suite)
+
+    def _work(self, case_id: str, rounds: dict[str, list[dict[str, Any]]]) -> list[WorkDifference]:
+        """The differences in deterministic work between the sides' first rounds and between their last ones
+        (none when the sides run different suites, whose work may differ by design)."""
+        if not self.same_suite:
+            return []
+        first = compare_work(case_id, rounds["A"][0]["spec"], rounds["B"][0]["spec"])
+        return first or compare_work(case_id, rounds["A"][-1]["spec"], rounds["B"][-1]["spec"])
 
     def close(self) -> None:
         for worker in self.workers.values():

@@ -15,7 +15,10 @@ Protocol version 1: JSON lines. The worker writes one object per line to stdout;
 per line to stdin; logs go to stderr. After start-up the worker says::
 
     {"type": "hello", "protocol": 1, "specperf": VERSION, "root": ROOT, "cases": [CASE_ID, ...],
-     "config_hash": HASH, "environment": {...}}
+     "config_hash": HASH, "environment": {...}, "device": "cpu" | "cuda:0" | ..., "threads": N}
+
+(``device`` is where the side's models run and ``threads`` torch's intra-op threads, which the coordinator needs to
+choose the grain: :func:`specperf.bench.ab_session.choose_grain`.)
 
 and then answers each request in order:
 
@@ -117,7 +120,13 @@ class Side:
             environment = {"error": f"{type(exc).__name__}: {exc}"}
         return {"type": "hello", "protocol": PROTOCOL, "specperf": getattr(specperf, "__version__", None),
                 "root": str(root), "cases": sorted(self.cases), "config_hash": config_hash(self.suite),
-                "environment": environment}
+                "environment": environment, "device": self._device(), "threads": _torch_threads()}
+
+    def _device(self) -> str:
+        """Where the side's models run: its model store's resolved device (``auto`` already decided)."""
+        store = getattr(self.bench.runner, "store", None)
+        device = getattr(store, "device", None)
+        return str(device) if device is not None else str(self.suite.device)
 
     def passes(self, case_id: str) -> tuple[Callable[[], list[Any]], Callable[[], list[Any]]]:
         """(verifier-only pass, speculative pass) of a draft case, built once."""
@@ -148,6 +157,15 @@ class Side:
             self.round(str(request["case"]))
             return {"type": "ok"}
         raise ValueError(f"unknown op {op!r}; this worker speaks protocol {PROTOCOL}: warmup, round, quit")
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except Exception:  # a side without torch (an engine of its own) reports none
+        return None
 
 
 def _send(out: TextIO, message: dict[str, Any]) -> None:

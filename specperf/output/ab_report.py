@@ -27,7 +27,13 @@ if TYPE_CHECKING:
 
 METRICS = (WALL, SPEEDUP)  # the order of a case's rows and of the plot's panels
 UNITS = {WALL.name: " s", SPEEDUP.name: "x"}  # suffix of a side's median
-GRAINS = ("round", "case")  # what one pair is: one round of each side, or one whole case run of each side
+GRAINS = {  # what one pair is
+    "duet": "one round of A and one round of B run at the same time, each side pinned to its own CPUs and the CPUs "
+            "swapped between the sides in ABBA order, so a slowdown of the machine falls on both rounds of a pair",
+    "alternate": "one round of A and one round of B run next to each other (ABBA order), so drift of the machine "
+                 "cancels in the pair's ratio",
+    "case": "one whole case run of A and one of B, in fresh worker processes, next to each other (ABBA order)",
+}
 AB_HEADER = ("case", "metric", "A median", "B median", "ratio B/A", "interval", "decision", "pairs")
 CSV_HEADER = tuple(f.name for f in dataclasses.fields(AbResult))
 COLOURS = {"DIFFERENT slower": "tab:red", "DIFFERENT faster": "tab:green", "SAME": "tab:blue",
@@ -73,10 +79,9 @@ def _percent(values: Sequence[float], digits: int) -> str:
 
 def _header(results: Sequence[AbResult], *, a_label: str, b_label: str, grain: str) -> list[str]:
     if grain not in GRAINS:
-        raise ValueError(f"grain must be one of {GRAINS}, got {grain!r}")
+        raise ValueError(f"grain must be one of {', '.join(GRAINS)}, got {grain!r}")
     lines = ["# specperf A/B comparison", "", f"Side A (reference): `{a_label}`. Side B: `{b_label}`.", "",
-             f"Grain: {grain}. Each pair is one {grain} of A and one {grain} of B run next to each other (ABBA "
-             "order), so drift of the machine cancels in the pair's ratio."]
+             f"Grain: {grain}. Each pair is {GRAINS[grain]}."]
     if results:
         confidence = _percent([r.confidence for r in results], 6)
         effect = _percent([r.min_effect for r in results], 3)

@@ -26,7 +26,7 @@ from specperf.pytest_plugin.options import Options
 from specperf.records import CaseRecord, DecodeResult, RunContext, first_divergence
 
 if TYPE_CHECKING:
-    from specperf.bench.ab_session import AbRunner, CaseAb, SideSpec
+    from specperf.bench.ab_session import AbRunner, CaseAb, Grain, SideSpec
 
 log = logging.getLogger(__name__)
 CHECKOUT = Path(__file__).resolve().parents[2]  # this side's (B's) checkout: where this specperf was imported from
@@ -109,6 +109,17 @@ def ab_plan(options: Options, n_cases: int) -> AbPlan:
                         f"{options.ab_alpha}: {problem}; fix: allow more pairs or a larger alpha")
 
 
+def raw_rounds(ab: CaseAb) -> dict[str, Any]:
+    """One case's pairs as run: each side's speculative and verifier-only pass walls (s), pair i of A beside pair i
+    of B, the CPUs each ran on (duet), and the final decision."""
+    def side(rounds: list[dict[str, Any]]) -> dict[str, list[Any]]:
+        return {"spec_s": [r["spec_s"] for r in rounds], "baseline_s": [r["baseline_s"] for r in rounds],
+                "cpus": [r.get("cpus") for r in rounds]}
+
+    return {"case_id": ab.case_id, "A": side(ab.a_rounds), "B": side(ab.b_rounds), "final": ab.step.done,
+            "decisions": {r.metric: r.decision for r in ab.step.results}}
+
+
 def ab_info(ab: CaseAb) -> dict[str, Any]:
     """The case's A/B figures, as recorded in both sides' extra_info under ``ab``."""
     return {"pairs": ab.step.results[0].n_rounds if ab.step.results else 0, "final": ab.step.done,
@@ -127,7 +138,9 @@ class AbSession:
         self.results: list[AbResult] = []
         self.work: list[WorkDifference] = []
         self.a_infos: list[dict[str, Any]] = []
+        self.raw: list[dict[str, Any]] = []
         self._runner: AbRunner | None = None
+        self.grain: Grain | None = None  # known once the workers said hello
         self.a_environment: dict[str, Any] = {}
 
     @property
@@ -136,8 +149,11 @@ class AbSession:
             from specperf.bench.ab_session import AbRunner
 
             a, b = sides(self.options, self.pytest_config)
-            self._runner = AbRunner(a, b, self.case_ids, self.options.ab_out)
+            allow_duet = all(d.engine != "vllm" for d in self.suite.drafts)
+            self._runner = AbRunner(a, b, self.case_ids, self.options.ab_out, grain=self.options.ab_grain,
+                                    allow_duet=allow_duet)
             self.a_environment = self._runner.workers["A"].hello.get("environment", {})
+            self.grain = self._runner.grain
         return self._runner
 
     def run_case(self, case: Case, benchmark: Any) -> tuple[dict[str, Any], list[str]]:
@@ -151,6 +167,7 @@ class AbSession:
         a_values["case_id"] = case.id
         self.a_infos.append(a_values)
         self.results.extend(ab.step.results)
+        self.raw.append(raw_rounds(ab))
         self.work.extend(ab.work)
         _set_stats(benchmark, [r["spec_s"] for r in ab.b_rounds])
         failures = [failure_message(r) for r in ab.step.results if r.failed] + [w.message() for w in ab.work]
@@ -163,7 +180,7 @@ class AbSession:
 
     def write(self) -> Path | None:
         """Side A's JSON and the A/B report into --specperf-ab-out; None when no case ran."""
-        if not self.results:
+        if not self.results or self.grain is None:
             return None
         from specperf.output.ab_report import write_ab_report
         from specperf.output.files import atomic_write
@@ -174,10 +191,19 @@ class AbSession:
                     "commit_info": {}, "version": _benchmark_version(),
                     "benchmarks": [{"name": f"A/{i['case_id']}", "extra_info": i} for i in self.a_infos]}
         atomic_write(out / "A.json", json.dumps(document, indent=2, default=str) + "\n")
+        grain = self.grain
+        atomic_write(out / "pairs.json", json.dumps(self.pairs_document(grain), indent=2) + "\n")
         return write_ab_report(self.results, self.work, out, a_label=str(self.options.ab_root),
-                               b_label=str(CHECKOUT), grain="round", min_effect=self.plan.min_effect,
-                               notes=[f"confidence per interval {self.plan.confidence:.5f} (Bonferroni over "
+                               b_label=str(CHECKOUT), grain=grain.name, min_effect=self.plan.min_effect,
+                               notes=[f"grain: {grain.reason}",
+                                      f"confidence per interval {self.plan.confidence:.5f} (Bonferroni over "
                                       f"{self.plan.n_tests} case-metrics x {self.plan.looks} looks)"])
+
+    def pairs_document(self, grain: Grain) -> dict[str, Any]:
+        """Every case's paired round walls as run (``pairs.json``): what ``tools/ab_study.py --analyze`` replays."""
+        plan = dataclasses.asdict(self.plan)
+        return {"format": 1, "grain": grain.name, "grain_reason": grain.reason, "plan": plan,
+                "look_sizes": list(self.plan.look_sizes), "confidence": self.plan.confidence, "cases": self.raw}
 
 
 def _benchmark_version() -> str:

@@ -34,7 +34,8 @@ class Options:
     ab_out: Path = Path("specperf-ab")  # the A/B's report, side A's JSON and the workers' logs
     ab_alpha: float = 0.05  # the A/B's false-alarm budget over the whole session
     ab_min_effect: float = 0.02  # the smallest change the A/B calls DIFFERENT
-    ab_max_pairs: int = 30  # the A/B's cap on paired rounds per case
+    ab_max_pairs: int = 24  # the A/B's cap on paired rounds per case
+    ab_grain: str = "auto"  # how the A/B pairs rounds: duet (both sides at once, own CPUs), alternate, or auto
 
 
 def parse_list(value: str) -> tuple[str, ...]:
@@ -128,7 +129,7 @@ def parse_fraction(value: str) -> float:
 
 
 def parse_pairs(value: str) -> int:
-    (number,) = _parse_ints(value, "--specperf-ab-max-pairs", "pair count", 2, 10_000, "30")
+    (number,) = _parse_ints(value, "--specperf-ab-max-pairs", "pair count", 2, 10_000, "24")
     return number
 
 
@@ -148,8 +149,12 @@ def _add_ab_options(group: pytest.OptionGroup) -> None:
                     help="the A/B's chance of any false DIFFERENT or SAME over the whole session (default: 0.05)")
     group.addoption("--specperf-ab-min-effect", metavar="M", type=parse_fraction, default=0.02,
                     help="the smallest relative change the A/B calls DIFFERENT, and its SAME margin (default: 0.02)")
-    group.addoption("--specperf-ab-max-pairs", metavar="N", type=parse_pairs, default=30,
-                    help="paired rounds per case at most, looked at after 12 and every 6 more (default: 30)")
+    group.addoption("--specperf-ab-max-pairs", metavar="N", type=parse_pairs, default=24,
+                    help="paired rounds per case at most, looked at after 12 and every 6 more (default: 24)")
+    group.addoption("--specperf-ab-grain", metavar="GRAIN", choices=("auto", "duet", "alternate"), default="auto",
+                    help="duet: both sides' rounds at the same time, each side on its own CPUs (CPU suites with "
+                         "`threads:` set); alternate: one side at a time, ABBA; auto: duet where it can run "
+                         "(default: auto)")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -203,5 +208,5 @@ def read_options(config: pytest.Config) -> Options:
         ab_root=config.getoption("specperf_ab"), ab_python=config.getoption("specperf_ab_python"),
         ab_config=config.getoption("specperf_ab_config"), ab_out=config.getoption("specperf_ab_out"),
         ab_alpha=config.getoption("specperf_ab_alpha"), ab_min_effect=config.getoption("specperf_ab_min_effect"),
-        ab_max_pairs=config.getoption("specperf_ab_max_pairs"),
+        ab_max_pairs=config.getoption("specperf_ab_max_pairs"), ab_grain=config.getoption("specperf_ab_grain"),
     )
