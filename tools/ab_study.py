@@ -96,11 +96,11 @@ def schedule(aa: int, slowed: int, corrupt: int, default_runs: int) -> list[tupl
 
 def collect(out: Path, plan: list[tuple[str, str]], extra: Sequence[str]) -> None:
     sessions = out / "sessions"
-    done = len(list(sessions.glob("*/session.json"))) if sessions.is_dir() else 0
     for i, (kind, inject) in enumerate(plan):
-        if i < done:
-            continue  # resume: sessions are numbered in plan order
-        run_session(sessions / f"{i:02d}-{kind}", kind, inject, extra)
+        folder = sessions / f"{i:02d}-{kind}"
+        if (folder / "session.json").is_file():
+            continue  # resume: a session already saved is kept
+        run_session(folder, kind, inject, extra)
 
 
 # =========================================================================== reading and replaying sessions
