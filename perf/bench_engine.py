@@ -31,7 +31,7 @@ from specperf.bench.audit import audit_model_draft  # noqa: E402
 from specperf.bench.models import LoadedModel, load_model  # noqa: E402
 from specperf.data import apply_slice, fit_prompts, load_records  # noqa: E402
 from specperf.engine.costs import step_seconds  # noqa: E402
-from specperf.engine.lean_gpt2 import choose_forward  # noqa: E402
+from specperf.engine.forward import ModelForward  # noqa: E402
 
 
 def hf_generate(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
@@ -67,36 +67,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 TF = "specperf loop, transformers forward"
 
 
-def with_transformers_forward(fn: Method, models: list[torch.nn.Module]) -> Method:
-    """``fn`` with specperf's engine running ``models`` through transformers' own forward."""
-    def run(prompt: list[int]) -> Any:
-        for m in models:
-            choose_forward(m, "transformers")
-        try:
-            return fn(prompt)
-        finally:
-            for m in models:
-                choose_forward(m, "lean")
-    return run
-
-
 def build_methods(v: torch.nn.Module, drafts: dict[str, LoadedModel], k: int, n: int) -> dict[str, Method]:
     """Every method decodes one prompt to exactly n tokens; the specperf baseline comes first."""
+    lean_v, plain_v = ModelForward(v), ModelForward(v, "transformers")
     methods: dict[str, Method] = {
-        "baseline (specperf)": lambda p: specperf.decode(v, p, max_new_tokens=n),
+        "baseline (specperf)": lambda p: specperf.decode(lean_v, p, max_new_tokens=n),
         "hf generate (greedy)": lambda p: hf_generate(v, p, n),
         f"prompt-lookup k={k} (specperf)": lambda p: specperf.decode(
-            v, p, drafter=specperf.PromptLookupDrafter(), k=k, max_new_tokens=n),
+            lean_v, p, drafter=specperf.PromptLookupDrafter(), k=k, max_new_tokens=n),
     }
     for name, d in drafts.items():
-        drafter = specperf.ModelDrafter(d.model, label=name)
+        drafter = specperf.ModelDrafter(d.forward, label=name)
+        plain = specperf.ModelDrafter(ModelForward(d.model, "transformers"), label=name)
         methods[f"{name} k={k} (specperf)"] = lambda p, dr=drafter: specperf.decode(
-            v, p, drafter=dr, k=k, max_new_tokens=n)
+            lean_v, p, drafter=dr, k=k, max_new_tokens=n)
         methods[f"{name} k={k} (hf assisted)"] = lambda p, m=d.model: specperf.hf_assisted_decode(
             v, p, m, k=k, max_new_tokens=n)
-        methods[f"{name} k={k} ({TF})"] = with_transformers_forward(methods[f"{name} k={k} (specperf)"],
-                                                                   [v, d.model])
-    methods[f"baseline ({TF})"] = with_transformers_forward(methods["baseline (specperf)"], [v])
+        methods[f"{name} k={k} ({TF})"] = lambda p, dr=plain: specperf.decode(
+            plain_v, p, drafter=dr, k=k, max_new_tokens=n)
+    methods[f"baseline ({TF})"] = lambda p: specperf.decode(plain_v, p, max_new_tokens=n)
     return methods
 
 

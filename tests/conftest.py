@@ -10,7 +10,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,6 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from tests.helpers import run_suite
 
 pytest_plugins = ["pytester"]
-# perf/inject_faults.py, the gate study's test-only plugin, is imported by tests/test_faults.py.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "perf"))
 
 # Tiny models run fastest on one thread: OpenMP's fork/join costs more than their matmuls (7x here at 2 threads).
 torch.set_num_threads(1)

@@ -17,6 +17,9 @@ import pytest
 
 from tests.helpers import PERF_TESTS, ROOT, SUITE
 
+# End to end: every test here runs a pytest session in process, most with two real A/B workers.
+pytestmark = pytest.mark.slow
+
 ARGS = ("--specperf-config=suite.yaml", "-p", "no:randomly", "--specperf-drafts=small", "--specperf-k=2",
         f"--specperf-ab={ROOT}", "--specperf-ab-out=ab", "--benchmark-json=b.json")
 
@@ -30,19 +33,19 @@ def _faulty_side_b(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, f
     """The tiny suite, with the test-only plugin injecting ``faults`` into side B's worker only."""
     monkeypatch.setenv("SPECPERF_INJECT", faults)
     monkeypatch.setenv("SPECPERF_INJECT_SIDE", "B")
-    monkeypatch.syspath_prepend(str(ROOT / "perf"))
     _setup(pytester)
 
 
-def _no_workers_left() -> bool:
-    """No ab_worker process of this user is alive."""
+def _no_workers_left(*where: Path) -> bool:
+    """No ab_worker process started for the session in ``where`` is alive (a suite file of it lies there; other A/B
+    sessions on the machine, a study say, are not this test's)."""
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"ab_worker.py" in cmdline:
+            if b"ab_worker.py" in cmdline and any(str(w).encode() in cmdline for w in where):
                 return False
     return True
 
@@ -77,13 +80,14 @@ def test_a_against_itself_is_not_different_and_writes_both_sides(pytester):
         assert cpus[0] == cpus[3] != cpus[1] == cpus[2]  # A B B A over the CPU sets
         assert [tuple(c) for c in raw["B"]["cpus"][:1]] != cpus[:1]
     assert f"Grain: {expected}." in (pytester.path / "ab" / "ab.md").read_text()
-    assert _no_workers_left()
+    assert _no_workers_left(pytester.path)
 
 
 def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
-    _faulty_side_b(pytester, monkeypatch, "spec_slowdown=0.3")
+    # Twice as slow: unmistakable even on a loaded machine (the study measures how small a change is caught).
+    _faulty_side_b(pytester, monkeypatch, "spec_slowdown=1.0")
     # One side at a time here (the A/A test above runs both at once where it can): both grains catch it.
-    result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults", "--specperf-ab-grain=alternate")
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-grain=alternate")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*AbRegression: small-k2-0:2: * B/A *DIFFERENT slower*"])
     info = [b["extra_info"] for b in json.loads((pytester.path / "b.json").read_text())["benchmarks"]
@@ -91,12 +95,12 @@ def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
     decisions = {r["metric"]: (r["decision"], r["direction"]) for r in info["ab"]["results"]}
     assert ("DIFFERENT", "slower") in decisions.values(), decisions
     assert "Grain: alternate." in (pytester.path / "ab" / "ab.md").read_text()
-    assert _no_workers_left()
+    assert _no_workers_left(pytester.path)
 
 
 def test_a_corrupted_draft_on_side_b_is_named_by_the_work_comparison(pytester, monkeypatch):
     _faulty_side_b(pytester, monkeypatch, "corrupt_every=3")
-    result = pytester.runpytest_inprocess(*ARGS, "-p", "inject_faults", "--specperf-ab-max-pairs=12")
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-max-pairs=12")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*small-k2-0:2: request * accepted A *, B *"])
 
@@ -108,7 +112,7 @@ def test_sides_whose_cases_differ_are_refused_at_start(pytester, tmp_path):
     result = pytester.runpytest_inprocess(*ARGS, f"--specperf-ab-config={other}")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*side A's suite*lacks 1 of this session's case(s): small-k2-0:2*"])
-    assert _no_workers_left()
+    assert _no_workers_left(pytester.path, tmp_path)
 
 
 def test_a_path_that_is_not_a_checkout_is_a_usage_error(pytester, tmp_path):
@@ -139,9 +143,9 @@ from specperf.bench import ab_session
 
 original = ab_session.AbRunner.run_case
 
-def run_case(self, case_id, plan, warmup_rounds=1):
+def run_case(self, case_id, plan, **options):
     os.kill(self.workers["A"].process.pid, signal.SIGKILL)
-    return original(self, case_id, plan, warmup_rounds)
+    return original(self, case_id, plan, **options)
 
 @pytest.fixture(autouse=True)
 def _kill(monkeypatch):
@@ -151,5 +155,24 @@ def _kill(monkeypatch):
     result = pytester.runpytest_subprocess(*ARGS, "-p", "ab_kill_side_a")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*WorkerDied: side A*exited with status -9*"])
-    assert _no_workers_left()
+    assert _no_workers_left(pytester.path)
     assert signal.SIGKILL  # the kill above is what the test exercises
+
+
+@pytest.mark.slow
+def test_the_case_grain_runs_each_side_in_fresh_workers_one_at_a_time(pytester):
+    """For verifiers too large for both sides at once: each pair is a whole run of the case by each side, each in
+    a fresh worker narrowed to that case (a loose alpha lets 3 pairs decide, so the test stays short)."""
+    _setup(pytester)
+    result = pytester.runpytest_inprocess(*ARGS, "--specperf-ab-grain=case", "--specperf-ab-alpha=0.9",
+                                          "--specperf-ab-max-pairs=3")
+    result.assert_outcomes(passed=1, skipped=1)
+    pairs = json.loads((pytester.path / "ab" / "pairs.json").read_text())
+    assert pairs["grain"] == "case"
+    (raw,) = pairs["cases"]
+    assert len(raw["A"]["spec_s"]) == len(raw["B"]["spec_s"]) == 3
+    report = (pytester.path / "ab" / "ab.md").read_text()
+    assert "Grain: case. Each pair is one whole case run of A and one of B" in report
+    # The start-up check loads no model; each of the 3 runs loads the case's models afresh.
+    assert (pytester.path / "ab" / "worker-A.log").read_text().count("Loading weights") >= 3
+    assert _no_workers_left(pytester.path)

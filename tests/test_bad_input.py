@@ -213,6 +213,7 @@ def usage_error(result: pytest.RunResult, *fragments: str) -> str:
     return text
 
 
+@pytest.mark.slow
 def test_bad_command_line_values(suite: pytest.Pytester) -> None:
     usage_error(collect(suite, "--specperf-k=4,65"), "--specperf-k", "each k must be in 1..64", "--specperf-k=2,4")
     usage_error(collect(suite, "--specperf-k=two"), "comma-separated integers", "fix:")
@@ -223,6 +224,7 @@ def test_bad_command_line_values(suite: pytest.Pytester) -> None:
     usage_error(collect(suite, "--specperf-baseline=missing.json"), "no such file or directory: missing.json", "fix:")
 
 
+@pytest.mark.slow
 def test_plugin_refuses_cuda_without_cuda(suite: pytest.Pytester) -> None:
     import torch
 
@@ -236,6 +238,7 @@ def test_plugin_refuses_cuda_without_cuda(suite: pytest.Pytester) -> None:
                 "specperf: device 'cuda:0'", "CUDA is not available")
 
 
+@pytest.mark.slow
 def test_plugin_refuses_a_bad_baseline_at_configure_time(suite: pytest.Pytester) -> None:
     (suite.path / "broken.json").write_text('{"benchmarks": [')
     usage_error(collect(suite, "--specperf-baseline=broken.json"), "specperf: baseline file broken.json is not "
@@ -247,12 +250,14 @@ def test_plugin_refuses_a_bad_baseline_at_configure_time(suite: pytest.Pytester)
                 f"{INSTALLED} is installed")
 
 
+@pytest.mark.slow
 def test_plugin_refuses_a_baseline_of_another_suite(suite: pytest.Pytester) -> None:
     bench_file(suite.path / "old.json", OTHER_CASES)
     usage_error(collect(suite, "--specperf-baseline=old.json"), "specperf: baseline file old.json shares no case "
                 "with this run", "gpt2-k4-0:32", "small-k2-0:2", "fix:")
 
 
+@pytest.mark.slow
 def test_plugin_warns_about_a_partial_baseline(suite: pytest.Pytester) -> None:
     bench_file(suite.path / "old.json", ["small-k2-0:2", *OTHER_CASES])
     result = collect(suite, "--specperf-baseline=old.json")
@@ -260,6 +265,7 @@ def test_plugin_warns_about_a_partial_baseline(suite: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*baseline file old.json lacks 5 of this run's 6 draft case(s)*small-k3-0:2*"])
 
 
+@pytest.mark.slow
 def test_plugin_refuses_thresholds_naming_no_draft(suite: pytest.Pytester) -> None:
     suite.makefile(".yaml", thresholds="drafts:\n  smal:\n    min_speedup: 1.2\n")
     usage_error(collect(suite, "--specperf-thresholds=thresholds.yaml"), "specperf: thresholds.yaml: drafts: "

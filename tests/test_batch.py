@@ -14,7 +14,7 @@ from specperf.engine import batch as batch_module
 from specperf.engine.batch import decode_batch
 from specperf.errors import ConfigError, ContextLengthError
 from tests.conftest import clone_weights, tiny_llama
-from tests.test_sampling import N_SAMPLES, PROMPT, V, _chi_square, _critical, _exact_joint
+from tests.test_sampling import N_SAMPLES, PROMPT, V, chi_square, chi_square_critical, exact_joint
 
 # Very different lengths: 1 token to 70, repetitive ones that prompt lookup can use, and random ones.
 LONG = [(7 * i) % 89 + 2 for i in range(70)]
@@ -118,31 +118,31 @@ def _batch_counts(verifier, drafter, n: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pair():
-    from tests.test_sampling import _model
+    from tests.test_sampling import random_gpt2
 
-    return _model(3, 2), _model(4, 1)
+    return random_gpt2(3, 2), random_gpt2(4, 1)
 
 
 @pytest.mark.parametrize("kind", ["model", "prompt-lookup"])
 def test_batched_sampling_matches_the_verifier(pair, kind):
     verifier, draft = pair
     drafter = specperf.ModelDrafter(draft) if kind == "model" else specperf.PromptLookupDrafter(max_ngram=2)
-    stat, df = _chi_square(_batch_counts(verifier, drafter, N_SAMPLES), _exact_joint(verifier, 1.0))
-    assert stat < _critical(df), f"chi-square {stat:.1f} over {df} degrees of freedom"
+    stat, df = chi_square(_batch_counts(verifier, drafter, N_SAMPLES), exact_joint(verifier, 1.0))
+    assert stat < chi_square_critical(df), f"chi-square {stat:.1f} over {df} degrees of freedom"
 
 
 def test_batched_chi_square_has_power(pair, monkeypatch):
     """Accepting every draft token samples the draft's distribution; the test must reject it."""
     verifier, draft = pair
-    real = batch_module._rejection_sample
+    real = batch_module.rejection_sample
 
     def accept_all(logits, proposal, temperature, generator, in_block):
         accept, fallback = real(logits, proposal, temperature, generator, in_block)
         return in_block, fallback
 
-    monkeypatch.setattr(batch_module, "_rejection_sample", accept_all)
-    stat, df = _chi_square(_batch_counts(verifier, specperf.ModelDrafter(draft), 800), _exact_joint(verifier, 1.0))
-    assert stat > _critical(df)
+    monkeypatch.setattr(batch_module, "rejection_sample", accept_all)
+    stat, df = chi_square(_batch_counts(verifier, specperf.ModelDrafter(draft), 800), exact_joint(verifier, 1.0))
+    assert stat > chi_square_critical(df)
 
 
 @pytest.mark.parametrize("prompts, kwargs, error, words", [

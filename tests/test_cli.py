@@ -28,12 +28,14 @@ def test_console_script_is_registered() -> None:
     assert script.value == "specperf.cli:main"
 
 
+@pytest.mark.slow
 def test_report_prints_the_report_path(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:
     assert main(["report", str(bench_json), "--out", str(tmp_path / "out")]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path == tmp_path / "out" / "report.md" and path.is_file()
 
 
+@pytest.mark.slow
 def test_identical_runs_pass(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:
     code, out, err = compare(capsys, bench_json, bench_json, "--config", str(bench_suite))
     assert code == 0, err
@@ -46,6 +48,7 @@ def test_identical_runs_pass(bench_json: Path, bench_suite: Path, capsys: Captur
     assert "no regression in 8 draft case(s)" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("edit_old", "delta"), [(True, 0.05), (False, -0.05)])
 def test_an_acceptance_drop_fails(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture,
                                   edit_old: bool, delta: float) -> None:
@@ -57,6 +60,7 @@ def test_an_acceptance_drop_fails(bench_json: Path, bench_suite: Path, tmp_path:
     assert "1 regression(s)" in err
 
 
+@pytest.mark.slow
 def test_cases_in_one_file_only_are_listed(bench_json: Path, bench_suite: Path, tmp_path: Path,
                                            capsys: Capture) -> None:
     data = json.loads(bench_json.read_text())
@@ -69,6 +73,7 @@ def test_cases_in_one_file_only_are_listed(bench_json: Path, bench_suite: Path, 
     assert code == 0 and "added (only in" in out and "lookup-k3-0:2" in out.split("added")[1]
 
 
+@pytest.mark.slow
 def test_thresholds_file_is_merged_over_the_suite(bench_json: Path, bench_suite: Path, tmp_path: Path,
                                                   capsys: Capture) -> None:
     thresholds = tmp_path / "thresholds.yaml"
@@ -83,6 +88,7 @@ def test_thresholds_file_is_merged_over_the_suite(bench_json: Path, bench_suite:
     assert "lookup-k2-0:2" not in err  # the override names one draft only
 
 
+@pytest.mark.slow
 def test_missing_and_malformed_files_exit_2(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:
     code, out, err = compare(capsys, bench_json, tmp_path / "missing.json")
     assert code == 2 and "missing.json does not exist" in err and out == ""
@@ -109,6 +115,7 @@ def validate_github(entries: object, metrics: tuple[tuple[str, str], ...]) -> li
     return entries
 
 
+@pytest.mark.slow
 def test_github_format_to_stdout(bench_json: Path, bench_suite: Path, capsys: Capture) -> None:
     code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--format", "github")
     assert code == 0
@@ -118,6 +125,7 @@ def test_github_format_to_stdout(bench_json: Path, bench_suite: Path, capsys: Ca
     assert "baseline-0:2 speedup" not in names
 
 
+@pytest.mark.slow
 def test_github_format_to_two_files(bench_json: Path, bench_suite: Path, tmp_path: Path,
                                     capsys: Capture) -> None:
     output = tmp_path / "gh" / "bench.json"
@@ -129,6 +137,7 @@ def test_github_format_to_two_files(bench_json: Path, bench_suite: Path, tmp_pat
     assert {e["name"] for e in smaller} >= {f"{c} latency_p50" for c in CASE_IDS}
 
 
+@pytest.mark.slow
 def test_text_output_file(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture) -> None:
     output = tmp_path / "compare.txt"
     code, out, _ = compare(capsys, bench_json, bench_json, "--config", str(bench_suite), "--output", str(output))
@@ -136,6 +145,7 @@ def test_text_output_file(bench_json: Path, bench_suite: Path, tmp_path: Path, c
 
 
 
+@pytest.mark.slow
 def test_default_config_is_the_embedded_suite(bench_json: Path, capsys: Capture) -> None:
     code, _, err = compare(capsys, bench_json, bench_json)
     assert code == 0 and "no regression" in err and "note:" not in err  # same verifier: no mismatch note
@@ -153,6 +163,7 @@ def _with_speedup_rounds(src: Path, dst: Path, factor: float, when: str) -> Path
     return dst
 
 
+@pytest.mark.slow
 def test_several_baseline_runs_gate_on_their_spread(bench_json: Path, bench_suite: Path, tmp_path: Path,
                                                     capsys: Capture) -> None:
     """OLD may be several runs or a folder: the timing gate then measures how much whole runs drift."""
@@ -208,6 +219,7 @@ def _errored(src: Path, dst: Path, case_id: str) -> Path:
     return _edited(src, dst, edit)
 
 
+@pytest.mark.slow
 def test_compare_refuses_baseline_runs_of_another_kind_of_machine(bench_json: Path, bench_suite: Path,
                                                                   tmp_path: Path, capsys: Capture) -> None:
     here = json.loads(bench_json.read_text())["machine_info"]["specperf"]
@@ -226,6 +238,7 @@ def test_compare_refuses_baseline_runs_of_another_kind_of_machine(bench_json: Pa
     assert compare(capsys, older, bench_json, "--config", str(bench_suite))[0] == 0
 
 
+@pytest.mark.slow
 def test_machine_kind_names_the_machine_in_a_cache_key(bench_json: Path, tmp_path: Path, capsys: Capture) -> None:
     gpu = _on_machine(bench_json, tmp_path / "gpu.json", gpu="NVIDIA H100 80GB HBM3", torch="2.13.0+cu128",
                       cuda="12.8", cudnn=91002, transformers="5.24.0")
@@ -245,6 +258,7 @@ def test_machine_kind_names_the_machine_in_a_cache_key(bench_json: Path, tmp_pat
     assert "records no kind of machine" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_errored_case_in_new_is_listed_and_fails_the_comparison(bench_json: Path, bench_suite: Path,
                                                                    tmp_path: Path, capsys: Capture,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
@@ -260,6 +274,7 @@ def test_an_errored_case_in_new_is_listed_and_fails_the_comparison(bench_json: P
     assert code == 1 and not any(e["name"].startswith("small-k2-0:2 ") for e in json.loads(out))
 
 
+@pytest.mark.slow
 def test_an_errored_case_in_old_is_skipped(bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: Capture,
                                            caplog: pytest.LogCaptureFixture) -> None:
     errored = _errored(bench_json, tmp_path / "errored.json", "small-k2-0:2")
@@ -270,6 +285,7 @@ def test_an_errored_case_in_old_is_skipped(bench_json: Path, bench_suite: Path, 
     assert f"OLD file {errored}: 1 case(s) errored before recording their metrics, skipped" in caplog.text
 
 
+@pytest.mark.slow
 def test_the_report_skips_an_errored_case(bench_json: Path, tmp_path: Path, capsys: Capture,
                                           caplog: pytest.LogCaptureFixture) -> None:
     errored = _errored(bench_json, tmp_path / "errored.json", "lookup-k3-0:2")

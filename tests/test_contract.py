@@ -1,40 +1,47 @@
-"""The extra_info contract: README's table, the TypedDict in specperf.analysis.contract and a real benchmark JSON file
-agree key for key, and the values have the declared types and ranges."""
+"""The extra_info contract: the docs' generated table (each key's unit and meaning in specperf.output.contract_doc),
+the TypedDict in specperf.analysis.contract and a real benchmark JSON file agree key for key, and the values have the
+declared types and ranges."""
 
 from __future__ import annotations
 
-import re
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from specperf.analysis.contract import RATE_KEYS, BaseInfo, DraftInfo
+from specperf.output import contract_doc
+from specperf.output.contract_doc import FIELDS, contract_table
 from tests.helpers import load_cases
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+CONTRACT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
 
 
-def readme_keys() -> set[str]:
-    """The backticked names in the first column of README's "extra_info fields" table."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index("### `extra_info` fields"):]
-    section = section[:section.index("\n#", 1)]
-    keys: set[str] = set()
-    for line in section.splitlines():
-        cells = line.split("|")
-        if line.startswith("| `") and len(cells) > 2:
-            keys |= set(re.findall(r"`([a-z_0-9]+)`", cells[1]))
-    return keys
-
-
-def test_readme_documents_exactly_the_contract():
+def test_every_contract_key_has_a_description_and_no_other():
     declared = set(DraftInfo.__required_keys__)
-    documented = readme_keys()
-    assert documented == declared, (f"in README only: {sorted(documented - declared)}; "
-                                    f"in the TypedDict only: {sorted(declared - documented)}")
+    assert set(FIELDS) == declared, (f"described only: {sorted(set(FIELDS) - declared)}; "
+                                     f"in the TypedDict only: {sorted(declared - set(FIELDS))}")
+    assert all(meaning for _, meaning in FIELDS.values())
 
 
+def test_the_docs_page_shows_the_generated_table_of_every_key():
+    assert "<!-- specperf:contract -->" in CONTRACT_PAGE.read_text(encoding="utf-8")
+    rows = [line for line in contract_table().splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == list(DraftInfo.__annotations__)
+    baseline_rows = [row for row in rows if "| yes |" in row]
+    assert {row.split("`")[1] for row in baseline_rows} == set(BaseInfo.__annotations__)
+    assert "| `k` | `int` | tokens | yes |" in contract_table()
+
+
+def test_a_key_without_a_description_fails_the_docs_build(monkeypatch):
+    monkeypatch.setattr(contract_doc, "FIELDS", {k: v for k, v in FIELDS.items() if k != "speedup"})
+    with pytest.raises(ValueError, match=r"without a description: \['speedup'\]"):
+        contract_table()
+
+
+@pytest.mark.slow
 def test_a_real_run_writes_exactly_the_contract(bench_json):
     for case_id, info in load_cases(bench_json).items():
         expected = BaseInfo if info["draft"] is None else DraftInfo
@@ -62,6 +69,7 @@ def _matches(value: Any, hint: Any) -> bool:
     return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
 
 
+@pytest.mark.slow
 def test_values_have_their_types_and_ranges(bench_json):
     for case_id, info in load_cases(bench_json).items():
         hints = typing.get_type_hints(BaseInfo if info["draft"] is None else DraftInfo)
@@ -73,6 +81,7 @@ def test_values_have_their_types_and_ranges(bench_json):
                 assert v is None or 0.0 <= v <= 1.0, f"{case_id}: {key} = {v} outside 0..1"
 
 
+@pytest.mark.slow
 def test_accept_counts_add_up(bench_json):
     """sum(i * counts[i]) is every accepted draft token: new tokens minus one per verifier call. The steps that
     verified drafts are at most the verifier calls past each request's prefill; a draft model always proposes, so

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from specperf.engine.costs import WARMUP, Probe, _Armed, probe_seconds
-from specperf.engine.forward import new_cache
+from specperf.engine.costs import WARMUP, ArmedProbe, Probe, probe_seconds
+from specperf.engine.forward import ModelForward, new_cache
 from tests.conftest import tiny_llama
 
 CONTEXT = (5, 6, 7, 8, 9, 10, 11, 12)
@@ -37,8 +37,8 @@ def test_probes_run_their_forwards_interleaved_with_chains_and_sparse_rounds() -
 def test_probes_of_one_model_and_context_share_a_cache_and_leave_it_as_found() -> None:
     model = tiny_llama(n_layer=1, hidden=32, seed=7)
     caches: dict = {}
-    a, b = _Armed(Probe.step(model, CONTEXT, 1, chain=2), caches), _Armed(Probe.step(model, CONTEXT, 3), caches)
-    p = _Armed(Probe.prefill(model, CONTEXT), caches)
+    a, b = ArmedProbe(Probe.step(model, CONTEXT, 1, chain=2), caches), ArmedProbe(Probe.step(model, CONTEXT, 3), caches)
+    p = ArmedProbe(Probe.prefill(model, CONTEXT), caches)
     assert a.cache is b.cache and p.cache is not a.cache and len(caches) == 2
     for armed in (a, b, p):
         before = armed.cache.get_seq_length()
@@ -74,10 +74,11 @@ def _meter(monkeypatch, prompts: list[list[int]], max_new_tokens: int = 64):
     models = {"v": tiny_gpt2(n_layer=1, n_embd=32, seed=1), "d": tiny_gpt2(n_layer=1, n_embd=32, seed=2)}
     config = parse_config({"verifier": "v", "drafts": [{"name": "d", "model": "d"}],
                            "generation": {"max_new_tokens": max_new_tokens}, "timing": {"cost_rounds": 12}})
-    store = SimpleNamespace(config=config, verifier=SimpleNamespace(model=models["v"]),
-                            model=lambda name: SimpleNamespace(model=models[name]),
+    forwards = {name: ModelForward(model) for name, model in models.items()}
+    store = SimpleNamespace(verifier=SimpleNamespace(forward=forwards["v"]),
+                            model=lambda name: SimpleNamespace(forward=forwards[name]),
                             prompts=lambda _slice: SimpleNamespace(ids=prompts))
-    return measure.StepCostMeter(store), config, models, seen, rounds
+    return measure.StepCostMeter(store, config.generation, config.timing), config, models, seen, rounds
 
 
 def test_the_meter_maps_each_probe_to_its_cost(monkeypatch) -> None:
@@ -87,7 +88,7 @@ def test_the_meter_maps_each_probe_to_its_cost(monkeypatch) -> None:
     costs = meter.case_costs(Case(config.drafts[0], 4, "0:2"))
     case_probes = seen[0]
     # v(1) twice, the draft's block of 4, v(5), then the prefills: verifier's two, draft's two
-    assert [(p.model is models["v"], len(p.block), p.chain, p.keep) for p in case_probes] == [
+    assert [(p.forward.model is models["v"], len(p.block), p.chain, p.keep) for p in case_probes] == [
         (True, 1, 1, 0), (True, 1, 1, 0), (False, 1, 4, 0), (True, 5, 1, 0),
         (True, 100, 1, 1), (True, 50, 1, 1), (False, 100, 1, 1), (False, 50, 1, 1)]
     assert (costs.verifier_step_s, costs.draft_step_s, costs.verify_block_s) == (1.0, 2.0 / 4, 3.0)

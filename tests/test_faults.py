@@ -1,22 +1,35 @@
-"""Faults: injected regressions (perf/inject_faults.py, a test-only plugin) for perf/gate_quality.py, out-of-memory
-cases, determinism."""
+"""Faults: injected regressions (tests/plugins/inject_faults.py, a test-only plugin) for tools/gate_quality.py,
+out-of-memory cases, determinism."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
+import sys
 
 import pytest
 import yaml
 
 import specperf
-from inject_faults import CorruptingDrafter, Faults, from_env, parse_faults, slow_down, speed_up
+from specperf.bench.ab_session import SideSpec
 from specperf.bench.audit import audit_drafter
 from specperf.bench.suite import SuiteBench
 from specperf.config import parse_config
 from specperf.config.cases import build_cases
 from specperf.errors import ConfigError
 from tests.conftest import PROMPTS, VOCAB, clone_weights
-from tests.helpers import PERF_TESTS, SUITE
+from tests.helpers import PERF_TESTS, ROOT, SUITE
+from tests.plugins import inject_faults
+from tests.plugins.inject_faults import (
+    CorruptingDrafter,
+    Faults,
+    from_env,
+    parse_faults,
+    pytest_specperf_ab_side,
+    slow_down,
+    speed_up,
+)
 
 
 def test_unset_injects_nothing(monkeypatch):
@@ -96,6 +109,7 @@ def _oom_at_k2(monkeypatch):
 '''
 
 
+@pytest.mark.slow
 def test_out_of_memory_fails_that_case_only(pytester):
     pytester.makefile(".yaml", suite=SUITE)
     pytester.makepyfile(test_perf=PERF_TESTS.read_text())
@@ -121,6 +135,7 @@ def test_rerunning_a_case_in_one_session_is_deterministic():
             (r.tokens, r.proposed, r.accepted, r.accept_counts) for r in again[case_id]], case_id
 
 
+@pytest.mark.slow
 def test_a_normal_run_ignores_the_switches(pytester, monkeypatch):
     """Without the test-only plugin, specperf never reads SPECPERF_INJECT: even a malformed value is ignored."""
     monkeypatch.setenv("SPECPERF_INJECT", "not a fault")
@@ -133,6 +148,7 @@ def test_a_normal_run_ignores_the_switches(pytester, monkeypatch):
     assert [info["injected_faults"] for info in infos] == [None, None]
 
 
+@pytest.mark.slow
 def test_the_plugin_injects_and_says_so(pytester, monkeypatch):
     monkeypatch.setenv("SPECPERF_INJECT", "corrupt_every=3")
     pytester.makefile(".yaml", suite=SUITE)
@@ -140,7 +156,7 @@ def test_the_plugin_injects_and_says_so(pytester, monkeypatch):
     args = ("--specperf-config=suite.yaml", "-p", "no:randomly", "--specperf-k=2", "--specperf-drafts=small")
     clean = pytester.runpytest_inprocess(*args, "--benchmark-json=clean.json")
     monkeypatch.setenv("SPECPERF_INJECT", "corrupt_every=3")
-    faulty = pytester.runpytest_inprocess(*args, "-p", "inject_faults", "--benchmark-json=faulty.json")
+    faulty = pytester.runpytest_inprocess(*args, "-p", "tests.plugins.inject_faults", "--benchmark-json=faulty.json")
     clean.assert_outcomes(passed=2)
     faulty.assert_outcomes(passed=2)
     case = {name: [b["extra_info"] for b in json.loads((pytester.path / name).read_text())["benchmarks"]
@@ -148,3 +164,15 @@ def test_the_plugin_injects_and_says_so(pytester, monkeypatch):
     assert case["faulty.json"]["injected_faults"] == "corrupt_every=3"
     assert case["faulty.json"]["acceptance_aggregate"] < case["clean.json"]["acceptance_aggregate"]
     assert case["faulty.json"]["exact_match_rate"] == 1.0  # greedy output is still the verifier's
+
+
+def test_the_ab_side_hook_injects_into_the_named_side_from_its_own_checkout(monkeypatch, tmp_path):
+    monkeypatch.setenv("SPECPERF_INJECT_SIDE", "B")
+    a, b = (SideSpec(label, ROOT, sys.executable, tmp_path / "suite.yaml") for label in ("A", "B"))
+    assert pytest_specperf_ab_side(config=None, side=a) is None
+    faulty = pytest_specperf_ab_side(config=None, side=b)
+    # The worker imports the module by name, its side's checkout first on the path.
+    assert importlib.import_module(faulty.interventions) is inject_faults
+    assert faulty.pythonpath == (str(ROOT),)
+    with pytest.raises(pytest.UsageError, match="has no tests/plugins/inject_faults.py"):
+        pytest_specperf_ab_side(config=None, side=dataclasses.replace(b, root=tmp_path))

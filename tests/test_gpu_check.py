@@ -38,6 +38,7 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comple
     return proc, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_the_cpu_mode_writes_one_json_of_results(cpu_run):
     proc, report = cpu_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,6 +50,7 @@ def test_the_cpu_mode_writes_one_json_of_results(cpu_run):
                                  "skipped": sum(c["status"] == "skipped" for c in report["checks"]), "error": 0}
 
 
+@pytest.mark.slow
 def test_cuda_only_parts_are_skipped_never_passed(cpu_run):
     checks = {c["name"]: c for c in cpu_run[1]["checks"]}
     sync = checks["sync-count"]
@@ -62,6 +64,7 @@ def test_cuda_only_parts_are_skipped_never_passed(cpu_run):
     assert checks["vllm"]["status"] == "skipped" and "no-such-python" in checks["vllm"]["details"]["reason"]
 
 
+@pytest.mark.slow
 def test_bad_options_are_usage_errors(tmp_path):
     proc = _run("--only", "lean-bitwise,nope")
     assert proc.returncode == 2 and "nope" in proc.stderr and all(name in proc.stderr for name in CHECKS)

@@ -78,12 +78,14 @@ def _collect_perf(tmp_path: Path, env: dict[str, str]) -> dict[str, object]:
     return seen
 
 
+@pytest.mark.slow
 def test_the_perf_suite_sets_no_offline_switch(tmp_path: Path) -> None:
     seen = _collect_perf(tmp_path, _callers_env(tmp_path))
     assert {name: seen[name] for name in SWITCHES} == dict.fromkeys(SWITCHES)
     assert seen["huggingface_hub offline"] is False
 
 
+@pytest.mark.slow
 def test_the_perf_suite_keeps_the_callers_offline_switches(tmp_path: Path) -> None:
     seen = _collect_perf(tmp_path, _callers_env(tmp_path, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="0"))
     assert seen["HF_HUB_OFFLINE"] == "1" and seen["HF_DATASETS_OFFLINE"] == "0"
@@ -132,6 +134,7 @@ def stand_in_hub() -> Iterator[tuple[str, list[str]]]:
         thread.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_without_offline_switches_the_perf_suite_asks_the_hub(tmp_path: Path,
                                                               stand_in_hub: tuple[str, list[str]]) -> None:
     """What a GPU runner's first run does: with the switches unset and an empty cache, `pytest perf/` asks the hub

@@ -7,7 +7,9 @@ ones a test happens to run. What they protect:
 - the torch-free layers (configuration, data, analysis, output) stay free of torch and transformers, so that
   ``pytest`` in any project, ``specperf compare`` and ``specperf report`` start fast;
 - the pipeline runs one way, config/data -> engine -> bench -> analysis -> output, with the plugin on top;
-- modules and functions stay small enough to review.
+- modules and functions stay small enough to review, and none imports another's underscore (private) name;
+- perf/ holds what users run, nothing else: maintainers' studies live in tools/, test-only plugins in
+  tests/plugins/.
 
 Only module-level imports count: those that run when the module is imported, including inside top-level ``try``,
 ``if`` (but not ``if TYPE_CHECKING:``), ``with`` and class bodies. Imports inside functions are deferred on purpose
@@ -339,3 +341,34 @@ def test_functions_are_small(modules: dict[str, Path]) -> None:
                 if length > MAX_FUNCTION_LINES:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
     assert not offenders, f"functions over {MAX_FUNCTION_LINES} lines:\n" + "\n".join(offenders)
+
+
+def test_no_private_name_is_imported_across_modules(modules: dict[str, Path]) -> None:
+    """A leading underscore says "this module's own": a name another module needs gets a public name. Every import
+    counts here, deferred ones included."""
+    offenders = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            source = _absolute(node, module, path.name == "__init__.py")
+            if source != PACKAGE and not source.startswith(f"{PACKAGE}."):
+                continue
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {alias.name} from {source}"
+                          for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not offenders, "private names imported across modules:\n" + "\n".join(offenders)
+
+
+# =========================================================================== the benchmark folder
+
+# What `pytest perf/` collects and what users run by hand (perf/bench_engine.py); perf/conftest.py may join them.
+PERF_FILES = frozenset({"test_speculative.py", "specperf.yaml", "bench_engine.py", "conftest.py"})
+
+
+def test_perf_holds_benchmarks_only() -> None:
+    found = {p.name for p in (ROOT / "perf").iterdir() if p.name != "__pycache__" and not p.name.startswith(".")}
+    assert {"test_speculative.py", "specperf.yaml"} <= found, f"perf/ lacks the suite: {sorted(found)}"
+    others = sorted(found - PERF_FILES)
+    assert not others, (f"perf/ holds benchmarks only, not {', '.join(others)}; fix: move a maintainers' study to "
+                        "tools/ and a test-only plugin to tests/plugins/")

@@ -8,7 +8,6 @@ in float32, float16 and bfloat16 too.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -17,8 +16,8 @@ from specperf import ModelDrafter, decode
 from specperf.bench.breakdown import measure_split
 from specperf.config import parse_config
 from specperf.engine.cache import rollback
-from specperf.engine.forward import forward, new_cache
-from specperf.engine.lean_gpt2 import LeanGPT2, choose_forward, lean_forward
+from specperf.engine.forward import ModelForward, new_cache
+from specperf.engine.lean_gpt2 import LeanGPT2
 from specperf.errors import ConfigError
 from tests.conftest import PROMPTS, clone_weights, tiny_gpt2, tiny_llama
 
@@ -45,24 +44,13 @@ def random_draft(random_draft: torch.nn.Module) -> torch.nn.Module:
     return on_device(random_draft)
 
 
-@pytest.fixture
-def transformers_path(verifier: torch.nn.Module, random_draft: torch.nn.Module) -> Iterator[None]:
-    yield
-    choose_forward(verifier, "lean")
-    choose_forward(random_draft, "lean")
-
-
 def _logits_along(model: torch.nn.Module, path: str, batch: int) -> list[torch.Tensor]:
-    choose_forward(model, path)
-    cache, out = new_cache(), []
-    try:
-        with torch.inference_mode():
-            for tokens, keep, drop in STEPS:
-                ids = (torch.tensor([tokens]).repeat(batch, 1) + torch.arange(batch)[:, None]).to(DEVICE)  # (B, n)
-                out.append(forward(model, ids, cache, keep))  # (B, keep or n, V)
-                rollback(cache, drop)
-    finally:
-        choose_forward(model, "lean")
+    run, cache, out = ModelForward(model, path), new_cache(), []
+    with torch.inference_mode():
+        for tokens, keep, drop in STEPS:
+            ids = (torch.tensor([tokens]).repeat(batch, 1) + torch.arange(batch)[:, None]).to(DEVICE)  # (B, n)
+            out.append(run(ids, cache, keep))  # (B, keep or n, V)
+            rollback(cache, drop)
     return out
 
 
@@ -80,22 +68,20 @@ VARIANTS = {
 def test_logits_are_bitwise_transformers(variant: str) -> None:
     changes, dtype, batch = VARIANTS[variant]
     model = tiny_gpt2(n_layer=3, n_embd=64, seed=3, **changes).to(DEVICE, dtype)
-    assert lean_forward(model) is not None
+    assert ModelForward(model).lean is not None
     lean, reference = _logits_along(model, "lean", batch), _logits_along(model, "transformers", batch)
     for got, want in zip(lean, reference, strict=True):
         assert got.shape == want.shape and torch.equal(got, want)
 
 
-def test_greedy_and_speculative_decoding_are_unchanged(verifier: torch.nn.Module, random_draft: torch.nn.Module,
-                                                       transformers_path: None) -> None:
+def test_greedy_and_speculative_decoding_are_unchanged(verifier: torch.nn.Module,
+                                                       random_draft: torch.nn.Module) -> None:
     runs = {}
     for path in ("lean", "transformers"):
-        choose_forward(verifier, path)
-        choose_forward(random_draft, path)
-        runs[path] = [(decode(verifier, p, max_new_tokens=20),
-                       decode(verifier, p, drafter=ModelDrafter(random_draft), k=3, max_new_tokens=20),
-                       decode(verifier, p, drafter=ModelDrafter(random_draft), k=3, max_new_tokens=20,
-                              temperature=0.8, seed=7))
+        v, d = ModelForward(verifier, path), ModelForward(random_draft, path)
+        runs[path] = [(decode(v, p, max_new_tokens=20),
+                       decode(v, p, drafter=ModelDrafter(d), k=3, max_new_tokens=20),
+                       decode(v, p, drafter=ModelDrafter(d), k=3, max_new_tokens=20, temperature=0.8, seed=7))
                       for p in PROMPTS]
     for lean_runs, hf_runs in zip(runs["lean"], runs["transformers"], strict=True):
         for lean, hf in zip(lean_runs, hf_runs, strict=True):
@@ -106,40 +92,42 @@ def test_greedy_and_speculative_decoding_are_unchanged(verifier: torch.nn.Module
 
 def test_the_lean_forward_runs_for_gpt2_only() -> None:
     gpt2, llama = tiny_gpt2(n_layer=1, n_embd=32, seed=4), tiny_llama(n_layer=1, hidden=32, seed=4)
-    assert isinstance(lean_forward(gpt2), LeanGPT2)
-    assert lean_forward(llama) is None
-    assert choose_forward(gpt2, "transformers") is False and lean_forward(gpt2) is None
-    assert choose_forward(gpt2, "lean") is True
+    lean = ModelForward(gpt2)
+    assert isinstance(lean.lean, LeanGPT2) and lean.path == "lean"
+    assert ModelForward(llama).lean is None
+    assert ModelForward(gpt2, "transformers").lean is None
     gpt2.train()
-    assert lean_forward(gpt2) is None  # dropout and training belong to transformers
-    assert choose_forward(gpt2, "lean") is False
+    assert lean.lean is None  # dropout and training belong to transformers
+    chosen = ModelForward(gpt2, "lean")
+    assert chosen.lean is None
     gpt2.eval()
-    assert lean_forward(gpt2) is not None  # chosen in training mode, used once back in eval mode
+    assert chosen.lean is not None and lean.lean is not None  # made in training mode, used once back in eval mode
     with pytest.raises(ValueError, match="'lean' or 'transformers'"):
-        choose_forward(gpt2, "fast")
+        ModelForward(gpt2, "fast")
 
 
 def test_anything_that_changes_transformers_computation_keeps_its_forward() -> None:
     hooked = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
     hooked.transformer.h[0].mlp.register_forward_hook(lambda _m, _a, out: out * 0)
-    assert lean_forward(hooked) is None
+    assert ModelForward(hooked).lean is None
     swapped = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
     swapped.transformer.h[0].attn.c_attn = torch.nn.Sequential(swapped.transformer.h[0].attn.c_attn)
-    assert lean_forward(swapped) is None
+    assert ModelForward(swapped).lean is None
     quantized = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
     quantized.hf_quantizer = object()
-    assert lean_forward(quantized) is None
+    assert ModelForward(quantized).lean is None
     eager = tiny_gpt2(n_layer=1, n_embd=32, seed=5)
-    assert lean_forward(eager) is not None
+    run = ModelForward(eager)
+    assert run.lean is not None
     eager.set_attn_implementation("eager")
-    assert lean_forward(eager) is None
+    assert run.lean is None and ModelForward(eager).lean is None
 
 
 def test_the_time_breakdown_sees_lean_forwards(verifier: torch.nn.Module, random_draft: torch.nn.Module) -> None:
-    assert lean_forward(verifier) is not None and lean_forward(random_draft) is not None
-    split = measure_split(lambda: [decode(verifier, PROMPTS[0], drafter=ModelDrafter(random_draft), k=3,
-                                          max_new_tokens=16)],
-                          verifier=verifier, draft=random_draft, lookup=None, batch_size=1)
+    v, d = ModelForward(verifier), ModelForward(random_draft)
+    assert v.lean is not None and d.lean is not None
+    split = measure_split(lambda: [decode(v, PROMPTS[0], drafter=ModelDrafter(d), k=3, max_new_tokens=16)],
+                          verifier=v, draft=d, lookup=None, batch_size=1)
     assert 0 < split.verifier_s < split.wall_s
     assert 0 < split.draft_s < split.wall_s
     assert split.verifier_s + split.draft_s < split.wall_s
@@ -161,6 +149,11 @@ def test_the_suite_key_reaches_the_models() -> None:
              "drafts": [{"name": "d", "model": "embedded:draft-small"}]}
     lean = ModelStore(parse_config(suite))
     plain = ModelStore(parse_config({**suite, "forward": "transformers"}))
-    assert isinstance(lean_forward(lean.verifier.model), LeanGPT2)
-    assert lean_forward(plain.verifier.model) is None
-    assert lean_forward(plain.model("embedded:draft-small").model) is None
+    assert isinstance(lean.verifier.forward.lean, LeanGPT2)
+    assert plain.verifier.forward.lean is None and plain.verifier.forward.path == "transformers"
+    assert plain.model("embedded:draft-small").forward.lean is None
+    # The runner decodes with the store's forwards, so the choice reaches every loop.
+    from specperf.bench.runner import CaseRunner
+
+    drafter = CaseRunner(plain, plain.config).drafter(plain.config.drafts[0])
+    assert isinstance(drafter, ModelDrafter) and drafter.forward is plain.model("embedded:draft-small").forward

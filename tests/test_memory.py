@@ -157,6 +157,7 @@ def run_with_faults(pytester: pytest.Pytester, faults: str, *args: str) -> pytes
                                         "--specperf-drafts=lookup", *args)
 
 
+@pytest.mark.slow
 def test_cublas_and_vllm_out_of_memory_fail_their_case_only(pytester: pytest.Pytester) -> None:
     result = run_with_faults(pytester, "{2: cublas, 3: vllm_start}")
     result.assert_outcomes(passed=1, failed=2)
@@ -169,6 +170,7 @@ def test_cublas_and_vllm_out_of_memory_fail_their_case_only(pytester: pytest.Pyt
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.mark.slow
 def test_a_device_side_assert_fails_its_case_and_stops_the_session(pytester: pytest.Pytester) -> None:
     result = run_with_faults(pytester, "{2: device_assert}", "--benchmark-json=out.json")
     result.assert_outcomes(passed=1, failed=1)  # the baseline, then lookup-k2; lookup-k3 never runs

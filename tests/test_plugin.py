@@ -11,6 +11,9 @@ from specperf.analysis.contract import DraftInfo
 from specperf.bench import store
 from tests.helpers import PERF_TESTS, SUITE
 
+# End to end: every test here runs a pytest session with pytester.
+pytestmark = pytest.mark.slow
+
 CONTRACT = sorted(DraftInfo.__required_keys__)  # every key a draft case writes (tests/test_contract.py)
 
 

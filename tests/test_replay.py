@@ -64,6 +64,7 @@ def test_the_breakdown_adds_up_to_its_pass(bench: SuiteBench, draft: str | None)
         assert "propose" not in vars(bench.runner.drafter(case.draft))  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_a_real_runs_replay_matches_its_timed_requests(bench_json) -> None:
     """Without an acceptance slice the replay covers the case's own slice: at the case's k its tokens per call and
     acceptance are exactly the engine's; every case of the run has a time breakdown and a k prediction."""

@@ -45,6 +45,7 @@ def read_markdown_table(path: Path) -> list[dict[str, str]]:
     return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")))) for line in lines[2:]]
 
 
+@pytest.mark.slow
 def test_every_file_is_written(report_dir: Path) -> None:
     names = {p.name for p in report_dir.iterdir()}
     tables = {f"{stem}.{ext}" for stem in TABLES for ext in ("md", "csv")}
@@ -54,6 +55,7 @@ def test_every_file_is_written(report_dir: Path) -> None:
     assert not [n for n in names if n.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_plots_decode_and_are_not_blank(report_dir: Path) -> None:
     import matplotlib.image
 
@@ -63,6 +65,7 @@ def test_plots_decode_and_are_not_blank(report_dir: Path) -> None:
         assert pixels[..., :3].std() > 0.02, f"{spec.stem}.png looks blank"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", list(TABLES))
 def test_csv_numbers_equal_the_json(report_dir: Path, bench_json: Path, stem: str) -> None:  # noqa: F811
     cases = load_cases(bench_json)
@@ -80,6 +83,7 @@ def test_csv_numbers_equal_the_json(report_dir: Path, bench_json: Path, stem: st
                 assert float(row[column]) == pytest.approx(want, rel=1e-12), (row["case"], column)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", list(TABLES))
 def test_markdown_numbers_equal_the_json(report_dir: Path, bench_json: Path, stem: str) -> None:  # noqa: F811
     cases = load_cases(bench_json)
@@ -93,6 +97,7 @@ def test_markdown_numbers_equal_the_json(report_dir: Path, bench_json: Path, ste
                 assert float(row[column]) == pytest.approx(want, abs=tolerance * 1.0001), (row["case"], column)
 
 
+@pytest.mark.slow
 def test_report_md_links_tables_plots_and_environment(report_dir: Path, bench_json: Path) -> None:  # noqa: F811
     text = (report_dir / "report.md").read_text()
     data = json.loads(bench_json.read_text())
@@ -106,6 +111,7 @@ def test_report_md_links_tables_plots_and_environment(report_dir: Path, bench_js
     assert "embedded:verifier" in text and "0:2" in text
 
 
+@pytest.mark.slow
 def test_plot_axes_name_units_and_titles_name_the_run(bench_json: Path) -> None:  # noqa: F811
     cases = load_cases(bench_json)
     for spec in PLOTS:
@@ -116,6 +122,7 @@ def test_plot_axes_name_units_and_titles_name_the_run(bench_json: Path) -> None:
         assert all(word in ax.get_title() for word in ("embedded:verifier", "cpu", "0:2")), spec.stem
 
 
+@pytest.mark.slow
 def test_a_plot_without_data_is_skipped_and_said_so(bench_json: Path, tmp_path: Path) -> None:  # noqa: F811
     cases = {c: {**info, "position_acceptance": None} for c, info in load_cases(bench_json).items()}
     write_report(cases, tmp_path)
@@ -125,6 +132,7 @@ def test_a_plot_without_data_is_skipped_and_said_so(bench_json: Path, tmp_path: 
     assert "position_acceptance.png`): skipped, no draft case reports position_acceptance" in text
 
 
+@pytest.mark.slow
 def test_a_baseline_only_run_reports_timing(bench_json: Path, tmp_path: Path) -> None:  # noqa: F811
     cases = {c: info for c, info in load_cases(bench_json).items() if info["draft"] is None}
     write_report(cases, tmp_path)
@@ -133,6 +141,7 @@ def test_a_baseline_only_run_reports_timing(bench_json: Path, tmp_path: Path) ->
     assert "_No draft cases in this run._" in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_summary_still_written(bench_json: Path, tmp_path: Path) -> None:  # noqa: F811
     text = write_summary(load_cases(bench_json), tmp_path).read_text()
     assert "small-k2-0:2" in text and "Acceptance per draft" in text
@@ -154,6 +163,7 @@ def test_bad_files_are_config_errors(tmp_path: Path, content: str | None, messag
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_entries_without_case_id_are_skipped(bench_json: Path, tmp_path: Path) -> None:  # noqa: F811
     data = json.loads(bench_json.read_text())
     data["benchmarks"].append({"name": "test_other", "extra_info": {}})

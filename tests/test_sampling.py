@@ -21,7 +21,7 @@ PROMPT = [2, 3, 2, 3, 2]
 N_SAMPLES = 2000
 
 
-def _model(seed: int, n_layer: int) -> GPT2LMHeadModel:
+def random_gpt2(seed: int, n_layer: int) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
     config = GPT2Config(n_layer=n_layer, n_embd=32, n_head=2, vocab_size=V, n_positions=32, initializer_range=0.15,
                         bos_token_id=0, eos_token_id=V - 1)
@@ -30,7 +30,7 @@ def _model(seed: int, n_layer: int) -> GPT2LMHeadModel:
 
 @pytest.fixture(scope="module")
 def pair() -> tuple[GPT2LMHeadModel, GPT2LMHeadModel]:
-    return _model(3, 2), _model(4, 1)
+    return random_gpt2(3, 2), random_gpt2(4, 1)
 
 
 def _next_probs(model: GPT2LMHeadModel, prefix: list[int], temperature: float) -> np.ndarray:
@@ -39,7 +39,7 @@ def _next_probs(model: GPT2LMHeadModel, prefix: list[int], temperature: float) -
     return torch.softmax(logits / temperature, -1).double().numpy()
 
 
-def _exact_joint(model: GPT2LMHeadModel, temperature: float) -> np.ndarray:
+def exact_joint(model: GPT2LMHeadModel, temperature: float) -> np.ndarray:
     """P(x1, x2, x3 | prompt) under the verifier, by enumeration. (V, V, V)"""
     joint = np.zeros((V, V, V))
     p1 = _next_probs(model, PROMPT, temperature)
@@ -50,7 +50,7 @@ def _exact_joint(model: GPT2LMHeadModel, temperature: float) -> np.ndarray:
     return joint
 
 
-def _chi_square(observed: np.ndarray, expected_probs: np.ndarray) -> tuple[float, int]:
+def chi_square(observed: np.ndarray, expected_probs: np.ndarray) -> tuple[float, int]:
     """Pearson's statistic, with cells expected below 5 pooled into one. Returns (statistic, degrees of freedom)."""
     expected = expected_probs.ravel() * observed.sum()
     observed = observed.ravel().astype(float)
@@ -61,7 +61,7 @@ def _chi_square(observed: np.ndarray, expected_probs: np.ndarray) -> tuple[float
     return float(((obs[keep] - exp[keep]) ** 2 / exp[keep]).sum()), int(keep.sum() - 1)
 
 
-def _critical(df: int, z: float = 3.09) -> float:
+def chi_square_critical(df: int, z: float = 3.09) -> float:
     """Wilson-Hilferty approximation of the chi-square quantile; z = 3.09 is the 0.999 normal quantile."""
     return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
 
@@ -75,16 +75,18 @@ def _sample_counts(verifier, drafter, temperature: float, n: int) -> np.ndarray:
     return counts
 
 
+@pytest.mark.slow  # 2,000 sampled decodes per drafter
 @pytest.mark.parametrize("drafter_kind", ["model", "prompt-lookup"])
 def test_speculative_sampling_matches_the_verifier(pair, drafter_kind):
     verifier, draft = pair
     drafter = ModelDrafter(draft) if drafter_kind == "model" else PromptLookupDrafter(max_ngram=2)
     temperature = 1.0
     counts = _sample_counts(verifier, drafter, temperature, N_SAMPLES)
-    stat, df = _chi_square(counts, _exact_joint(verifier, temperature))
-    assert stat < _critical(df), f"chi-square {stat:.1f} over {df} degrees of freedom"
+    stat, df = chi_square(counts, exact_joint(verifier, temperature))
+    assert stat < chi_square_critical(df), f"chi-square {stat:.1f} over {df} degrees of freedom"
 
 
+@pytest.mark.slow  # 800 sampled decodes
 def test_the_chi_square_test_has_power(pair, monkeypatch):
     """A verifier that accepts every draft token samples the draft's distribution; the test must reject it."""
     verifier, draft = pair
@@ -96,8 +98,8 @@ def test_the_chi_square_test_has_power(pair, monkeypatch):
 
     monkeypatch.setattr("specperf.engine.decode.verify_sampling", accept_all)
     counts = _sample_counts(verifier, ModelDrafter(draft), 1.0, 800)
-    stat, df = _chi_square(counts, _exact_joint(verifier, 1.0))
-    assert stat > _critical(df)
+    stat, df = chi_square(counts, exact_joint(verifier, 1.0))
+    assert stat > chi_square_critical(df)
 
 
 def test_greedy_verdict_on_hand_built_logits():
@@ -177,11 +179,12 @@ def _differences(plain: list[list[int]], spec: list[list[int]]) -> list[str]:
     tests.append(("tokens 2-3", lambda s: (s[1], s[2])))
     for name, key in tests:
         stat, df = _homogeneity(Counter(map(key, plain)), Counter(map(key, spec)))
-        if df > 0 and stat >= _critical(df):
+        if df > 0 and stat >= chi_square_critical(df):
             found.append(f"{name}: chi-square {stat:.1f} over {df} df")
     return found
 
 
+@pytest.mark.slow  # 2 x 1,200 sampled decodes of the embedded family
 def test_embedded_speculative_sampling_is_the_verifiers_distribution(embedded_setup):
     """Verifier-only and speculative sampling (draft-small, k=2, T=1, batch decoding) give the same distribution of
     the first four tokens, per position and jointly for tokens 2-3. Disjoint seeds: shared ones would couple the two
@@ -191,15 +194,16 @@ def test_embedded_speculative_sampling_is_the_verifiers_distribution(embedded_se
     assert not _differences(plain, spec)
 
 
+@pytest.mark.slow  # 2 x 1,200 sampled decodes of the embedded family
 def test_the_embedded_two_sample_test_has_power(embedded_setup, monkeypatch):
     """Accepting every draft token samples draft-small's distribution; the same test must reject it."""
     from specperf.engine import batch as batch_module
 
     verifier, draft, prompt, plain = embedded_setup
-    real = batch_module._rejection_sample
+    real = batch_module.rejection_sample
 
     def accept_all(logits, proposal, temperature, generator, in_block):
         return in_block, real(logits, proposal, temperature, generator, in_block)[1]
 
-    monkeypatch.setattr(batch_module, "_rejection_sample", accept_all)
+    monkeypatch.setattr(batch_module, "rejection_sample", accept_all)
     assert _differences(plain, _embedded_samples(verifier, prompt, ModelDrafter(draft), seed0=100_000))

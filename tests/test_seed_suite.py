@@ -31,6 +31,9 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 from specperf.config import load_config
 from specperf.embedded import TOKENIZER_DIR, WEIGHTS_DIR
 
+# End to end: one whole `pytest perf/` of the seed suite in a subprocess.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "specperf" / "suites" / "gpt2-pubmedqa.yaml"
 ROWS = 4

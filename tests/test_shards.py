@@ -39,6 +39,7 @@ def runs(pytester: pytest.Pytester) -> pytest.Pytester:
     return pytester
 
 
+@pytest.mark.slow
 def test_three_shards_merged_equal_the_whole_run_and_bad_merges_are_refused(runs, capsys):
     shards = [str(runs.path / f"shard{i}.json") for i in (1, 2, 3)]
     assert main(["merge", *shards, "-o", str(runs.path / "merged.json")]) == 0
@@ -98,6 +99,7 @@ def _split(bench_json: Path, folder: Path, first: set[str]) -> tuple[Path, Path]
     return paths[0], paths[1]
 
 
+@pytest.mark.slow
 def test_a_case_that_errored_is_present_in_the_merge_and_skipped_by_its_readers(
         bench_json: Path, bench_suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The plugin names a case before it runs: one that errors after its timed rounds leaves an entry with its
@@ -135,6 +137,7 @@ def _collect(pytester: pytest.Pytester, baseline: Path) -> pytest.RunResult:
                                         f"--specperf-baseline={baseline}")
 
 
+@pytest.mark.slow
 def test_the_plugin_refuses_a_baseline_of_another_kind_of_machine(bench_json: Path, suite_dir: pytest.Pytester) -> None:
     here = json.loads(bench_json.read_text())["machine_info"]["specperf"]
     other = _edit(bench_json, suite_dir.path / "other.json",
@@ -148,6 +151,7 @@ def test_the_plugin_refuses_a_baseline_of_another_kind_of_machine(bench_json: Pa
     assert same.ret == pytest.ExitCode.OK, same.stdout.str()[-2000:] + same.stderr.str()[-2000:]
 
 
+@pytest.mark.slow
 def test_the_plugin_skips_an_errored_baseline_case_with_a_warning(bench_json: Path,
                                                                   suite_dir: pytest.Pytester) -> None:
     errored = _edit(bench_json, suite_dir.path / "errored.json", lambda d: [

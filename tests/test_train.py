@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from specperf.embedded.train import Arch, Recipe, run
+
+# Model training (tiny shapes, a few steps, but several runs).
+pytestmark = pytest.mark.slow
 
 
 def _tiny(**overrides: object) -> Recipe:

@@ -102,6 +102,7 @@ def test_vllm_cases_run_last_grouped_by_engine() -> None:
     assert tp1 == list(range(4))  # the drafts on the default arguments first, together
 
 
+@pytest.mark.slow
 def test_the_plugin_refuses_a_vllm_suite_without_vllm(pytester: pytest.Pytester) -> None:
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")

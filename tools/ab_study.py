@@ -15,7 +15,7 @@ workers' logs, session.json with the wall time and the command); --analyze rebui
   3%, 5% and 10% is a DIFFERENT slowdown, and the smallest s (1..30%) caught in every session. With pairing this is
   what a pure slowdown of B looks like. A session that stopped early (both metrics SAME) has no pairs past its
   stop; a scaled replay that would have needed them counts as not caught;
-- slowed sessions: side B really slower (perf/inject_faults.py, spec_slowdown, B's worker only);
+- slowed sessions: side B really slower (tests/plugins/inject_faults.py, spec_slowdown, B's worker only);
 - corrupt sessions: side B's draft proposals corrupted (corrupt_every), caught by the exact work comparison;
 - default runs: the wall time of a plain `pytest perf/` for the time budget (an A/B session <= 1.5x of it).
 """
@@ -63,15 +63,16 @@ def cpu_name() -> str:
 
 def session_command(out: Path, ab: bool) -> list[str]:
     cmd = [sys.executable, "-m", "pytest", "perf/", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-           "-p", "inject_faults", f"--benchmark-json={out / 'B.json'}"]
+           "-p", "tests.plugins.inject_faults", f"--benchmark-json={out / 'B.json'}"]
     return [*cmd, f"--specperf-ab={ROOT}", f"--specperf-ab-out={out}"] if ab else cmd
 
 
 def run_session(out: Path, kind: str, inject: str, extra: Sequence[str]) -> dict[str, Any]:
     """One whole session (``default``: a plain run, else an A/A session with ``inject`` on side B) into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    perf_path = os.pathsep.join(filter(None, [str(ROOT / "perf"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": perf_path, "SPECPERF_INJECT": inject, "SPECPERF_INJECT_SIDE": "B"}
+    # The repository root on the path: `-p` imports the test-only plugin before any conftest is read.
+    root_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": root_path, "SPECPERF_INJECT": inject, "SPECPERF_INJECT_SIDE": "B"}
     cmd = [*session_command(out, ab=kind != "default"), *extra]
     started = time.perf_counter()
     with (out / "pytest.log").open("w") as stream:

@@ -1,10 +1,10 @@
 """A test-only pytest plugin for tools/gpu_check.py's ``oom`` check: the k = 2 draft case runs out of memory.
 
 Load it with ``-p tools.gpu_check_oom`` from the repository root; specperf never imports it. Through
-``pytest_specperf_interventions`` (the seam perf/inject_faults.py uses too) it wraps the decoding of every draft case
-with k = 2 so that, inside the case's timed pass, it first allocates twice the device's memory: on CUDA a real
-``torch.OutOfMemoryError`` from the caching allocator, which specperf must turn into a ``CaseOutOfMemory`` failure
-of that case alone while the next case runs and passes. On a CPU the same request for 1 PiB fails in the CPU
+``pytest_specperf_interventions`` (the seam tests/plugins/inject_faults.py uses too) it wraps the decoding of every
+draft case with k = 2 so that, inside the case's timed pass, it first allocates twice the device's memory: on CUDA a
+real ``torch.OutOfMemoryError`` from the caching allocator, which specperf must turn into a ``CaseOutOfMemory``
+failure of that case alone while the next case runs and passes. On a CPU the same request for 1 PiB fails in the CPU
 allocator with a plain RuntimeError, not an OutOfMemoryError: what specperf makes of that is what the check reports.
 A run with this plugin says so in every case's ``injected_faults`` (``forced_oom=k2``).
 """

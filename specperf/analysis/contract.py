@@ -1,6 +1,8 @@
 """The output contract: every key specperf writes into a case's pytest-benchmark ``extra_info``, with its type.
 
-README's "extra_info fields" table documents the same keys; tests check that the table, this TypedDict and a real
+Each TypedDict of a stage is what one extraction function returns (mypy checks them); :class:`BaseInfo` and
+:class:`DraftInfo` compose them into what a baseline and a draft case write. The docs' contract page is generated from
+these and :mod:`specperf.output.contract_doc`; tests check that the page, these TypedDicts and a real
 ``--benchmark-json`` file agree key for key, and that the values have these types and ranges. A key added in one
 place and not the others fails a test.
 """
@@ -13,13 +15,10 @@ Number = float | int
 Rates = list[float | None]
 
 
-class BaseInfo(TypedDict):
-    """What every case reports, the verifier-only baseline included."""
+class RunMetrics(TypedDict):
+    """The run a case belongs to, its size and the verifier's work (:func:`~specperf.analysis.extract.base_metrics`)."""
 
-    case_id: str
     verifier: str
-    draft: str | None  # None for a baseline
-    engine: str
     slice: str
     device: str
     dtype: str
@@ -29,8 +28,13 @@ class BaseInfo(TypedDict):
     new_tokens: int
     n_shortened: int
     verifier_calls_per_token: float
-    flops_per_token: float | None
+    flops_per_token: float | None  # a draft case's counts the draft's FLOPs too (ComparisonMetrics)
     injected_faults: str | None
+
+
+class TimingMetrics(TypedDict):
+    """Latency, throughput, TTFT and TPOT of the timed rounds (:func:`~specperf.analysis.extract.timing_metrics`)."""
+
     latency_p50: float  # s/token
     latency_p95: float
     throughput_p50: float  # tok/s
@@ -40,6 +44,11 @@ class BaseInfo(TypedDict):
     tpot_p50: float | None
     throughput_aggregate: float
     round_s: list[float]
+
+
+class BreakdownMetrics(TypedDict):
+    """Where the wall time goes (:func:`~specperf.analysis.extract.breakdown_metrics`)."""
+
     time_verifier_per_token: float | None  # s/token, from the untimed instrumented pass (None for vLLM)
     time_draft_per_token: float | None
     time_other_per_token: float | None
@@ -48,11 +57,42 @@ class BaseInfo(TypedDict):
     time_other_share: float | None
 
 
-class DraftInfo(BaseInfo):
-    """What a draft case adds."""
+class BaseMetrics(RunMetrics, TimingMetrics, BreakdownMetrics):
+    """What :func:`~specperf.analysis.extract.base_metrics` extracts for every case."""
+
+
+class CaseId(TypedDict):
+    """Which case it is: written by the plugin first, before the case runs."""
+
+    case_id: str
+
+
+class CaseKeys(TypedDict):
+    """Which draft and engine a case runs."""
+
+    draft: str | None  # None for a baseline
+    engine: str
+
+
+class BaselineMetrics(CaseKeys, BaseMetrics):
+    """What :func:`~specperf.analysis.extract.baseline_metrics` extracts: a baseline's keys but its id."""
+
+
+class BaseInfo(CaseId, BaselineMetrics):
+    """What every case reports, the verifier-only baseline included."""
+
+
+class DraftKeys(TypedDict):
+    """Which draft a draft case runs."""
 
     draft_model: str | None  # None for prompt lookup
     drafter: str
+
+
+class AcceptanceMetrics(TypedDict):
+    """Draft acceptance, agreement and tokens per verifier call
+    (:func:`~specperf.analysis.extract.acceptance_metrics`)."""
+
     acceptance_mean: float | None
     acceptance_p50: float | None
     acceptance_p95: float | None
@@ -71,27 +111,57 @@ class DraftInfo(BaseInfo):
     mean_accepted_length: float
     accept_counts: list[int] | None
     position_acceptance: Rates | None
+
+
+class ComparisonMetrics(TypedDict):
+    """Speedup over the paired baseline, and FLOPs (:func:`~specperf.analysis.extract.comparison_metrics`)."""
+
     speedup: float
     speedup_aggregate: float
     speedup_rounds: list[float]
     baseline_latency_p50: float
+    flops_per_token: float | None  # verifier and draft: replaces RunMetrics' verifier-only figure
+    flop_speedup: float | None
+
+
+class DivergenceMetrics(TypedDict):
+    """Exactness against the paired baseline (:func:`~specperf.analysis.extract.divergence_metrics`)."""
+
     exact_match_rate: float
     first_divergence: list[int | None]
-    flop_speedup: float | None
     divergence_margins: list[float | None]  # logits
     divergence_margin_steps: list[float | None]  # |margin| in steps of the dtype
     near_tie_tolerance: float  # steps of the dtype (0 in float32)
     exact_or_near_tie_rate: float
     exact_match_gated: float | None
+
+
+class TheoryMetrics(TypedDict):
+    """Step-cost ratios and Leviathan's expected speedup (:func:`~specperf.analysis.extract.theory_metrics`)."""
+
     cost_ratio: float | None
     verify_cost: float | None
     expected_speedup: float | None
     efficiency: float | None
+
+
+class PredictionMetrics(TypedDict):
+    """The speedup bound and the best-k prediction (:func:`~specperf.analysis.predict.prediction_metrics`)."""
+
     speedup_bound: float | None
     bound_efficiency: float | None
     predicted_tokens_per_call_by_k: dict[str, float] | None
     predicted_speedup_by_k: dict[str, float] | None
     best_k: int | None
+
+
+class DraftMetrics(BaselineMetrics, DraftKeys, AcceptanceMetrics, ComparisonMetrics, DivergenceMetrics,
+                   TheoryMetrics, PredictionMetrics):
+    """What :func:`~specperf.analysis.extract.case_metrics` extracts: a draft case's keys but its id."""
+
+
+class DraftInfo(CaseId, DraftMetrics):
+    """What a draft case reports: every key of :class:`BaseInfo`, and those of a draft."""
 
 
 # Keys whose values are rates: each value (or each list item) lies in 0..1 when not None.
@@ -100,8 +170,3 @@ RATE_KEYS = ("acceptance_mean", "acceptance_p50", "acceptance_p95", "acceptance_
              "agreement_mean", "agreement_p50", "agreement_p95", "alpha",
              "position_acceptance", "exact_match_rate", "exact_or_near_tie_rate", "exact_match_gated",
              "time_verifier_share", "time_draft_share", "time_other_share")
-
-
-def contract_keys() -> set[str]:
-    """Every key a draft case carries (a baseline carries those of :class:`BaseInfo`)."""
-    return set(DraftInfo.__annotations__) | set(BaseInfo.__annotations__)

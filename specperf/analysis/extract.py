@@ -1,15 +1,26 @@
 """Turn a case's record (timed rounds, audit, step costs) into the metrics that land in ``--benchmark-json``
 extra_info. Pure functions of recorded numbers: no model runs here.
 
-The key names are specperf's output contract (:mod:`specperf.analysis.contract`); README documents each.
+The key names are specperf's output contract (:mod:`specperf.analysis.contract`): each function returns the
+contract's TypedDict of its stage, and :func:`case_metrics` and :func:`baseline_metrics` a case's whole extra_info
+but ``case_id``, which the plugin writes first.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from specperf import precision
 from specperf.analysis import stats
+from specperf.analysis.contract import (
+    AcceptanceMetrics,
+    BaselineMetrics,
+    BaseMetrics,
+    BreakdownMetrics,
+    ComparisonMetrics,
+    DivergenceMetrics,
+    DraftMetrics,
+    TheoryMetrics,
+    TimingMetrics,
+)
 from specperf.analysis.predict import prediction_metrics
 from specperf.records import Audit, CaseRecord, DecodeResult, pass_wall
 
@@ -23,7 +34,7 @@ def round_walls(rounds: list[list[DecodeResult]], batch_size: int) -> list[float
     return [pass_wall(round_, batch_size) for round_ in rounds]
 
 
-def timing_metrics(rounds: list[list[DecodeResult]], batch_size: int = 1) -> dict[str, Any]:
+def timing_metrics(rounds: list[list[DecodeResult]], batch_size: int = 1) -> TimingMetrics:
     """Per-request latency (s/token; within its batch), throughput (tok/s), TTFT and TPOT (s), pooled over the
     timed rounds; and the aggregate throughput of each round (all new tokens / the round's wall)."""
     results = _pooled(rounds)
@@ -47,22 +58,22 @@ def flops(n_params: int, tokens: int | None) -> float | None:
     return None if tokens is None else 2.0 * n_params * tokens
 
 
-def breakdown_metrics(record: CaseRecord) -> dict[str, Any]:
+def breakdown_metrics(record: CaseRecord) -> BreakdownMetrics:
     """Where the wall time goes (the untimed instrumented pass): seconds per new token and shares of wall in
     verifier forwards, draft forwards or lookup, and the rest of the loop. None where it was not measured."""
     split = record.time_split
-    parts = ("verifier", "draft", "other")
     if split is None or split.new_tokens == 0 or split.wall_s <= 0:
-        return {f"time_{p}_{unit}": None for p in parts for unit in ("per_token", "share")}
-    seconds = {"verifier": split.verifier_s, "draft": split.draft_s, "other": split.other_s}
-    out: dict[str, Any] = {}
-    for part in parts:
-        out[f"time_{part}_per_token"] = seconds[part] / split.new_tokens
-        out[f"time_{part}_share"] = min(1.0, seconds[part] / split.wall_s)
-    return out
+        return {"time_verifier_per_token": None, "time_verifier_share": None, "time_draft_per_token": None,
+                "time_draft_share": None, "time_other_per_token": None, "time_other_share": None}
+    tokens, wall = split.new_tokens, split.wall_s
+    return {
+        "time_verifier_per_token": split.verifier_s / tokens, "time_verifier_share": min(1.0, split.verifier_s / wall),
+        "time_draft_per_token": split.draft_s / tokens, "time_draft_share": min(1.0, split.draft_s / wall),
+        "time_other_per_token": split.other_s / tokens, "time_other_share": min(1.0, split.other_s / wall),
+    }
 
 
-def base_metrics(record: CaseRecord) -> dict[str, Any]:
+def base_metrics(record: CaseRecord) -> BaseMetrics:
     """What every case reports, the baseline included."""
     ctx, last = record.context, record.rounds[-1]
     new_tokens = sum(r.new_tokens for r in last)
@@ -114,7 +125,7 @@ def _sample_rates(record: CaseRecord) -> list[float]:
     return [a / p for a, p in _acceptance_pairs(record) if p]
 
 
-def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
+def acceptance_metrics(record: CaseRecord) -> AcceptanceMetrics:
     """Draft acceptance (vLLM's accepted / proposed), agreement (alpha) and tokens per verifier call.
 
     The per-request statistics (mean, p50, p95, agreement, alpha) are over the greedy replay of the acceptance
@@ -136,7 +147,7 @@ def acceptance_metrics(record: CaseRecord) -> dict[str, Any]:
         "acceptance_p95": summary.p95 if summary else None,
         "acceptance_samples": len(rates),
         "acceptance_per_request": rates,
-        "acceptance_sample_slice": record.replay_slice if record.replay_audits else record.slice,
+        "acceptance_sample_slice": (record.replay_slice or record.slice) if record.replay_audits else record.slice,
         "agreement_samples": len(agreements),
         "acceptance_aggregate": accepted / proposed if proposed else None,
         "audit_acceptance_aggregate": sum(a.accepted for a in audits) / audit_proposed if audit_proposed else None,
@@ -172,7 +183,7 @@ def divergence_steps(record: CaseRecord) -> list[float | None]:
     return steps
 
 
-def divergence_metrics(record: CaseRecord) -> dict[str, Any]:
+def divergence_metrics(record: CaseRecord) -> DivergenceMetrics:
     """Exactness against the paired baseline: exact share, near-ties in half precision, and the gated figure.
 
     A divergence is a near-tie when the verifier's margin there, either sign, lies within the dtype's tolerance
@@ -196,32 +207,34 @@ def divergence_metrics(record: CaseRecord) -> dict[str, Any]:
     }
 
 
-def comparison_metrics(record: CaseRecord) -> dict[str, Any]:
+def comparison_metrics(record: CaseRecord) -> ComparisonMetrics:
     """Speedup from the paired rounds and FLOPs against the baseline."""
     base_results, results = _pooled(record.baseline_rounds), _pooled(record.rounds)
     size = record.batch_size
     base_walls, walls = round_walls(record.baseline_rounds, size), round_walls(record.rounds, size)
-    out: dict[str, Any] = {
+    flops_per_token, flop_speedup = _flop_metrics(record)
+    return {
         "speedup": stats.speedup([r.latency for r in base_results], [r.latency for r in results]),
         "speedup_aggregate": stats.aggregate_speedup(sum(base_walls), sum(walls)),
         "speedup_rounds": [b / c for b, c in zip(base_walls, walls)],
         "baseline_latency_p50": stats.percentile([r.latency for r in base_results], 50),
+        "flops_per_token": flops_per_token,
+        "flop_speedup": flop_speedup,
     }
-    out.update(_flop_metrics(record))
-    return out
 
 
-def _flop_metrics(record: CaseRecord) -> dict[str, Any]:
+def _flop_metrics(record: CaseRecord) -> tuple[float | None, float | None]:
+    """(FLOPs per new token, verifier and draft; the baseline's FLOPs over the case's), None where unknown."""
     last, base_last = record.rounds[-1], record.baseline_rounds[-1]
     if any(r.verifier_tokens is None for r in last) or not record.verifier_params:  # unknown work or model size
-        return {"flops_per_token": None, "flop_speedup": None}
+        return None, None
     case_flops = sum((flops(record.verifier_params, r.verifier_tokens) or 0.0)
                      + (flops(record.draft_params, r.draft_tokens) or 0.0) for r in last)
     base_flops = sum(flops(record.verifier_params, r.verifier_tokens) or 0.0 for r in base_last)
-    return {"flops_per_token": case_flops / sum(r.new_tokens for r in last), "flop_speedup": base_flops / case_flops}
+    return case_flops / sum(r.new_tokens for r in last), base_flops / case_flops
 
 
-def theory_metrics(record: CaseRecord, alpha: float | None, measured: float) -> dict[str, Any]:
+def theory_metrics(record: CaseRecord, alpha: float | None, measured: float) -> TheoryMetrics:
     """c (draft step / verifier step), v(k+1) (verify cost / step), Leviathan's expected speedup, efficiency."""
     costs = record.step_costs
     if costs is None:  # batch size > 1: the step costs are measured at batch 1
@@ -235,18 +248,21 @@ def theory_metrics(record: CaseRecord, alpha: float | None, measured: float) -> 
     }
 
 
-def case_metrics(record: CaseRecord) -> dict[str, Any]:
-    """Every extra_info key of a draft case."""
-    out = base_metrics(record)
-    out.update(draft=record.draft, draft_model=record.draft_model, drafter=record.drafter, engine=record.engine)
-    out.update(acceptance_metrics(record))
-    out.update(comparison_metrics(record))
-    out.update(divergence_metrics(record))
-    out.update(theory_metrics(record, out["alpha"], out["speedup"]))
-    out.update(prediction_metrics(record, out["speedup"]))
-    return out
+def case_metrics(record: CaseRecord) -> DraftMetrics:
+    """Every extra_info key of a draft case but ``case_id``."""
+    acceptance, comparison = acceptance_metrics(record), comparison_metrics(record)
+    assert record.drafter is not None  # a draft case's record names its drafter
+    return {
+        **base_metrics(record),
+        "draft": record.draft, "draft_model": record.draft_model, "drafter": record.drafter, "engine": record.engine,
+        **acceptance,
+        **comparison,
+        **divergence_metrics(record),
+        **theory_metrics(record, acceptance["alpha"], comparison["speedup"]),
+        **prediction_metrics(record, comparison["speedup"]),
+    }
 
 
-def baseline_metrics(record: CaseRecord) -> dict[str, Any]:
-    """Every extra_info key of a baseline case."""
+def baseline_metrics(record: CaseRecord) -> BaselineMetrics:
+    """Every extra_info key of a baseline case but ``case_id``."""
     return {**base_metrics(record), "draft": None, "engine": "specperf"}

@@ -6,8 +6,8 @@ Two figures per greedy batch-1 case, both pure functions of recorded numbers:
   measured alone allow if the loop cost nothing else: each request's baseline forwards over its speculative forwards,
   the prompt's prefill on both sides (and the draft's own prefill on the speculative side). Without prefills it is
   close to tokens per verifier call / (k c + v(k+1)) in verifier steps. ``bound_efficiency`` = measured speedup / bound.
-  The costs are forwards measured alone, so the bound is itself a measurement, good to about 10% on a shared
-  machine.
+  The costs are forwards measured alone, so the bound is itself a measurement, with the noise of the machine it ran
+  on.
 - ``predicted_speedup_by_k``: for k = 1..PREDICT_MAX_K, the tokens per call that specperf's loop would get at k
   (exact, from the greedy replay of the acceptance slice) over a step cost v(k+1) + k d + o, where v(k+1) is
   measured at each k and smoothed by an affine least-squares fit, d is one draft forward (for prompt lookup, its
@@ -20,12 +20,9 @@ Two figures per greedy batch-1 case, both pure functions of recorded numbers:
 from __future__ import annotations
 
 import math
-from typing import Any
 
+from specperf.analysis.contract import PredictionMetrics
 from specperf.records import CaseRecord
-
-NONE = {"speedup_bound": None, "bound_efficiency": None, "predicted_tokens_per_call_by_k": None,
-        "predicted_speedup_by_k": None, "best_k": None}
 
 
 def speedup_bound(record: CaseRecord) -> float | None:
@@ -56,7 +53,8 @@ def speedup_bound(record: CaseRecord) -> float | None:
 
 def affine_fit(values: list[float]) -> list[float]:
     """Least-squares a + b n through ``values`` at n = 0, 1, ...: a forward's cost is affine in its tokens at these
-    sizes, and one size measured alone on a shared machine is off by 10-20% (a bump there would move the best k)."""
+    sizes, and one size measured alone on a shared machine carries that measurement's noise (a bump there would move
+    the best k)."""
     n = len(values)
     if n < 2:
         return list(values)
@@ -83,11 +81,11 @@ def _step_costs(record: CaseRecord) -> dict[int, float] | None:
     return {k: v + k * draft + lookup + other for k, v in enumerate(verify, start=1)}
 
 
-def prediction_metrics(record: CaseRecord, measured: float | None) -> dict[str, Any]:
+def prediction_metrics(record: CaseRecord, measured: float | None) -> PredictionMetrics:
     """``speedup_bound``, ``bound_efficiency``, and the k prediction (keys are k as strings, as JSON keeps them)."""
-    out: dict[str, Any] = dict(NONE)
     bound = speedup_bound(record)
-    out["speedup_bound"] = bound
+    out: PredictionMetrics = {"speedup_bound": bound, "bound_efficiency": None,
+                              "predicted_tokens_per_call_by_k": None, "predicted_speedup_by_k": None, "best_k": None}
     if bound and measured is not None and math.isfinite(measured):
         out["bound_efficiency"] = measured / bound
     if not record.calls_by_k:

@@ -1,9 +1,10 @@
 """Run-level statistics for the timing gate: the run, not the round, is the unit of comparison.
 
 Rounds inside one run share that run's drift (process start, allocator and cache state, the neighbours on a shared
-machine), so a run's median per-round speedup is known to about 1% while the medians of whole runs of unchanged code
-scatter by 2-4%. A cross-run gate therefore compares the new run's median with the *distribution of run medians*:
-measured from several baseline runs when it has them, or taken from a stated prior spread when it has only one.
+machine), so a run's median per-round speedup is known much more tightly than the medians of whole runs of unchanged
+code agree with each other (docs/gates.md, "Gate quality, measured", has the figures). A cross-run gate therefore
+compares the new run's median with the *distribution of run medians*: measured from several baseline runs when it
+has them, or taken from a stated prior spread when it has only one.
 
 Speedups are ratios, so the statistics work on their logarithms: a drift of x% up or down is symmetric there.
 Stdlib only (no numpy, no scipy).

@@ -9,6 +9,9 @@ Two grains (:func:`choose_grain`):
   sets of ``threads`` CPUs, and no vLLM case (vLLM binds its own worker threads).
 - ``alternate``: one side at a time, A B B A A B ..., so a drift across a block enters adjacent pairs with opposite
   signs. Every other setting (a GPU, too few CPUs, an unset thread count, vLLM).
+- ``case`` (asked for only): for verifiers too large for both sides' models to be resident at once. Each pair is one
+  whole run of the case by each side, one side at a time in ABBA order, each run a fresh worker narrowed to that
+  case (load, warm up, the suite's timed rounds, quit); the pair's figures are each run's median round.
 
 Torch-free: the pytest process coordinates and analyses; the models live in the workers. Every worker this starts
 is stopped at :meth:`AbRunner.close`, at interpreter exit, and on a failure, its process group killed if it does
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -57,7 +61,7 @@ class SideSpec:
     python: str  # the interpreter of the side's environment
     config: Path  # the side's suite YAML
     narrowing: tuple[str, ...] = ()  # worker options: --drafts, --k, --slices, --batch, --device, --dtype, ...
-    interventions: str | None = None  # a test-only plugin module (perf/inject_faults.py)
+    interventions: str | None = None  # a test-only plugin module (tests.plugins.inject_faults)
     pythonpath: tuple[str, ...] = ()  # extra import paths (where that plugin lives)
 
 
@@ -70,7 +74,7 @@ def _reader(stream: Any, lines: queue.Queue[str | None]) -> None:
 class Worker:
     """One side's worker process and its protocol client."""
 
-    def __init__(self, spec: SideSpec, log_dir: Path) -> None:
+    def __init__(self, spec: SideSpec, log_dir: Path, append: bool = False) -> None:
         self.spec = spec
         self.log_path = log_dir / f"worker-{spec.label}.log"
         command = [spec.python, str(WORKER_FILE), "--root", str(spec.root), "--config", str(spec.config),
@@ -80,7 +84,7 @@ class Worker:
         env = dict(os.environ)
         if spec.pythonpath:
             env["PYTHONPATH"] = os.pathsep.join([*spec.pythonpath, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        self._log = self.log_path.open("w")
+        self._log = self.log_path.open("a" if append else "w")
         try:
             self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
                                             text=True, env=env, cwd=spec.root, start_new_session=True)
@@ -195,7 +199,7 @@ def _check_hello(worker: Worker, expected: Sequence[str]) -> None:
                           "sizes (or narrow this run with --specperf-drafts/-k/-slice/-batch)")
 
 
-GRAINS = ("auto", "duet", "alternate")
+GRAINS = ("auto", "duet", "alternate", "case")
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,9 @@ def choose_grain(requested: str, hellos: Sequence[dict[str, Any]], allow_duet: b
         raise ConfigError(f"A/B grain {requested!r} is unknown; fix: one of {', '.join(GRAINS)}")
     if requested == "alternate":
         return Grain("alternate", "asked for (--specperf-ab-grain alternate)")
+    if requested == "case":
+        return Grain("case", "asked for (--specperf-ab-grain case): a fresh worker per side and case run, one side "
+                             "at a time, ABBA; only one side's models are loaded at a time")
     available = sorted(os.sched_getaffinity(0)) if cpus is None else sorted(cpus)
     blocker, need = _duet_blocker(hellos, allow_duet, available)
     if blocker:
@@ -260,6 +267,7 @@ class AbRunner:
     def __init__(self, a: SideSpec, b: SideSpec, expected_cases: Sequence[str], log_dir: Path,
                  grain: str = "auto", allow_duet: bool = True) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
+        self.specs, self.log_dir = {"A": a, "B": b}, log_dir
         self.workers: dict[str, Worker] = {}
         atexit.register(self.close)
         try:
@@ -274,8 +282,29 @@ class AbRunner:
             self.close()
             raise
         log.info("specperf A/B grain: %s (%s)", self.grain.name, self.grain.reason)
-        self.same_suite = self.workers["A"].hello.get("config_hash") == self.workers["B"].hello.get("config_hash")
+        self.hellos = {label: worker.hello for label, worker in self.workers.items()}
+        self.same_suite = self.hellos["A"].get("config_hash") == self.hellos["B"].get("config_hash")
+        if self.grain.name == "case":  # the hellos checked both suites; no model was loaded: each run starts afresh
+            self.close()
 
+    def _case_runs(self, case_id: str, index: int, narrowing: tuple[str, ...], rounds: int,
+                   warmup_rounds: int) -> dict[str, dict[str, Any]]:
+        """One pair of the case grain: a whole run of the case by each side in turn, each in a fresh worker."""
+        answers: dict[str, dict[str, Any]] = {}
+        for label, _ in abba_order(index + 1)[-2:]:
+            worker = Worker(dataclasses.replace(self.specs[label], narrowing=narrowing), self.log_dir, append=True)
+            self.workers[label] = worker
+            try:
+                worker.wait_ready()
+                _check_hello(worker, [case_id])
+                for _ in range(warmup_rounds):
+                    worker.request({"op": "warmup", "case": case_id})
+                answers[label] = median_round([worker.request({"op": "round", "case": case_id})
+                                               for _ in range(max(1, rounds))])
+            finally:
+                worker.close()
+                del self.workers[label]
+        return answers
     def _pair(self, case_id: str, index: int, op: str = "round") -> dict[str, dict[str, Any]]:
         """One pair's rounds (or warm-ups) of both sides, in the session's grain."""
         message = {"op": op, "case": case_id}
@@ -292,14 +321,21 @@ class AbRunner:
             answers[label]["cpus"] = list(cpus)
         return answers
 
-    def run_case(self, case_id: str, plan: AbPlan, warmup_rounds: int = 1) -> CaseAb:
-        """Warm both sides up, then run pairs up to each planned look until the case is decided."""
-        for i in range(warmup_rounds):
+    def run_case(self, case_id: str, plan: AbPlan, warmup_rounds: int = 1, case_narrowing: tuple[str, ...] = (),
+                 rounds_per_run: int = 1) -> CaseAb:
+        """Warm both sides up, then run pairs up to each planned look until the case is decided. The case grain
+        starts each run's worker with ``case_narrowing`` (its options selecting just this case) and takes the
+        median of ``rounds_per_run`` rounds after ``warmup_rounds``."""
+        per_case = self.grain.name == "case"
+        for i in range(0 if per_case else warmup_rounds):
             self._pair(case_id, i, op="warmup")
         rounds: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
         for look in plan.look_sizes:
             while len(rounds["A"]) < look:
-                for label, answer in self._pair(case_id, len(rounds["A"])).items():
+                index = len(rounds["A"])
+                pair = (self._case_runs(case_id, index, case_narrowing, rounds_per_run, warmup_rounds) if per_case
+                        else self._pair(case_id, index))
+                for label, answer in pair.items():
                     rounds[label].append(answer)
                 log.info("specperf A/B: %s pair %d of at most %d (%s)", case_id, len(rounds["A"]), plan.max_pairs,
                          self.grain.name)
@@ -321,6 +357,17 @@ class AbRunner:
         for worker in self.workers.values():
             worker.close()
         self.workers = {}
+
+
+def median_round(answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The round answer whose speculative wall is the median (the lower one of an even count), with the medians of
+    both walls: one run's figures in the case grain."""
+    ordered = sorted(answers, key=lambda a: a["spec_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    walls = sorted(a["baseline_s"] for a in answers)
+    chosen["baseline_s"] = walls[(len(walls) - 1) // 2]
+    chosen["run_rounds"] = len(answers)
+    return chosen
 
 
 def _paired(case_id: str, rounds: dict[str, list[dict[str, Any]]]) -> PairedRounds:

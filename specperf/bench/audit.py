@@ -24,7 +24,7 @@ from specperf.bench.block_walk import (
 from specperf.bench.runner import CaseRunner
 from specperf.config.cases import Case
 from specperf.engine.drafters.base import Drafter
-from specperf.engine.forward import context_window, forward, model_device, new_cache
+from specperf.engine.forward import ModelForward, as_forward, context_window, model_device, new_cache
 from specperf.errors import SpecperfError
 from specperf.precision import is_near_tie, tolerance_steps
 from specperf.records import Audit, DecodeResult, first_divergence
@@ -88,34 +88,37 @@ def audit_window(*models: torch.nn.Module) -> int | None:
 
 
 @torch.inference_mode()
-def verifier_continuation(verifier: torch.nn.Module, prompt_ids: list[int], tokens: list[int], n: int,
+def verifier_continuation(verifier: torch.nn.Module | ModelForward, prompt_ids: list[int], tokens: list[int], n: int,
                           window: int | None = None) -> list[int]:
     """The verifier's next greedy tokens after prompt + tokens (KV-cached): what a verify step saw beyond the end of
     the output. At most ``n``, and never a position past ``window`` (default: the verifier's own): the last token
-    returned is predicted at position ``window - 1``, so feeding prompt + tokens + all but the last one stays inside."""
-    window = context_window(verifier) if window is None else window
+    returned is predicted at position ``window - 1``, so feeding prompt + tokens + all but the last one stays inside.
+    ``verifier``: the model or its forward (see :func:`~specperf.engine.forward.as_forward`)."""
+    run = as_forward(verifier)
+    window = context_window(run.model) if window is None else window
     length = len(prompt_ids) + len(tokens)
     if window is not None:
         n = min(n, window - length + 1)
     if n <= 0 or length == 0:
         return []
     cache = new_cache()
-    ids = torch.tensor([prompt_ids + tokens], device=model_device(verifier))  # (1, T + len(tokens))
-    logits, extra = forward(verifier, ids, cache, 1), []  # (1, 1, V)
+    ids = torch.tensor([prompt_ids + tokens], device=model_device(run.model))  # (1, T + len(tokens))
+    logits, extra = run(ids, cache, 1), []  # (1, 1, V)
     for step in range(n):
         token = logits[0, -1].argmax()  # ()
         extra.append(int(token))
         if step + 1 < n:
-            logits = forward(verifier, token.view(1, 1), cache, 1)  # (1, 1, V)
+            logits = run(token.view(1, 1), cache, 1)  # (1, 1, V)
     return extra
 
 
-def vllm_walk(draft: torch.nn.Module, verifier: torch.nn.Module, prompt_ids: list[int], tokens: list[int], *,
-              k: int) -> Walk:
+def vllm_walk(draft: torch.nn.Module, verifier: torch.nn.Module | ModelForward, prompt_ids: list[int],
+              tokens: list[int], *, k: int) -> Walk:
     """The draft's decisions along the output and the verifier's continuation, walked as vLLM drafts: full blocks to
     the last step, none scheduled past the context window."""
-    window = audit_window(draft, verifier)
-    tail = verifier_continuation(verifier, prompt_ids, tokens, k, window) if tokens else []
+    run = as_forward(verifier)
+    window = audit_window(draft, run.model)
+    tail = verifier_continuation(run, prompt_ids, tokens, k, window) if tokens else []
     matches, near = draft_replay(draft, prompt_ids, tokens + tail)
     room = None if window is None else window - len(prompt_ids) - 1
     return Walk(matches, near, BlockRule(k, None, room), len(tokens))
@@ -137,7 +140,7 @@ def walk_audit(walk: Walk, *, calls: bool) -> Audit:
     return Audit(walk.matches[: max(0, walk.n_tokens - 1)], proposed, accepted, counts, calls=n_calls)
 
 
-def audit_vllm_model_draft(draft: torch.nn.Module, verifier: torch.nn.Module, prompt_ids: list[int],
+def audit_vllm_model_draft(draft: torch.nn.Module, verifier: torch.nn.Module | ModelForward, prompt_ids: list[int],
                            tokens: list[int], *, k: int) -> Audit:
     """Agreement along the output, and acceptance recomputed as vLLM counts it (see :func:`vllm_walk`)."""
     return walk_audit(vllm_walk(draft, verifier, prompt_ids, tokens, k=k), calls=False)
@@ -180,8 +183,8 @@ def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *,
 
 
 @torch.inference_mode()
-def divergence_margin(verifier: torch.nn.Module, prompt_ids: list[int], reference: list[int], other: list[int],
-                      position: int) -> tuple[float, float] | None:
+def divergence_margin(verifier: torch.nn.Module | ModelForward, prompt_ids: list[int], reference: list[int],
+                      other: list[int], position: int) -> tuple[float, float] | None:
     """How close the verifier was to a tie where two greedy outputs part, as the reference's own path saw it:
     (logit of the reference's token minus that of the other's, the larger of the two logits' magnitudes) at
     ``position``. None when one output ended there (EOS).
@@ -194,11 +197,12 @@ def divergence_margin(verifier: torch.nn.Module, prompt_ids: list[int], referenc
     """
     if position >= len(reference) or position >= len(other):
         return None
+    run = as_forward(verifier)
     cache = new_cache()
-    ids = torch.tensor([prompt_ids], device=model_device(verifier))  # (1, T)
-    logits = forward(verifier, ids, cache, 1)[0, -1]  # (V,): predicts reference[0]
+    ids = torch.tensor([prompt_ids], device=model_device(run.model))  # (1, T)
+    logits = run(ids, cache, 1)[0, -1]  # (V,): predicts reference[0]
     for token in reference[:position]:
-        logits = forward(verifier, ids.new_tensor([[token]]), cache, 1)[0, -1]  # (V,)
+        logits = run(ids.new_tensor([[token]]), cache, 1)[0, -1]  # (V,)
     pair = logits[[reference[position], other[position]]].float().tolist()  # [theirs, ours]
     return pair[0] - pair[1], max(abs(pair[0]), abs(pair[1]))
 
@@ -206,13 +210,13 @@ def divergence_margin(verifier: torch.nn.Module, prompt_ids: list[int], referenc
 def _walk(runner: CaseRunner, case: Case, prompt: list[int], tokens: list[int], k: int) -> Walk | None:
     """The walk of a model draft's decisions along ``tokens``; None for drafters replayed step by step."""
     assert case.draft is not None
-    store, max_new = runner.store, runner.store.config.generation.max_new_tokens
+    store, max_new = runner.store, runner.generation.max_new_tokens
     if case.draft.drafter == "prompt-lookup" or runner.interventions.replays_drafter:
         return None
     assert case.draft.model is not None
     draft = store.model(case.draft.model).model
     if case.draft.engine == "vllm":
-        return vllm_walk(draft, store.verifier.model, prompt, tokens, k=k)
+        return vllm_walk(draft, store.verifier.forward, prompt, tokens, k=k)
     return model_walk(draft, prompt, tokens, k=k, max_new_tokens=max_new)
 
 
@@ -224,7 +228,7 @@ def audit_case(runner: CaseRunner, case: Case, results: list[DecodeResult], *, p
     engine did not produce (the acceptance slice's verifier-only output), whose counters there are none to check.
     """
     assert case.draft is not None
-    gen = runner.store.config.generation
+    gen = runner.generation
     prompts = runner.store.prompts(case.slice).ids if prompts is None else prompts
     k = case.k if k is None else k
     vllm_model = case.draft.engine == "vllm" and case.draft.drafter == "model"
@@ -272,7 +276,7 @@ def divergences(runner: CaseRunner, case: Case, baseline: list[DecodeResult],
                 results: list[DecodeResult]) -> tuple[list[int | None], list[tuple[float, float] | None]]:
     """Per request: where the case's tokens first part from the baseline's, and (margin, magnitude) of the
     verifier's logits there (see :func:`divergence_margin`)."""
-    prompts, verifier = runner.store.prompts(case.slice).ids, runner.store.verifier.model
+    prompts, verifier = runner.store.prompts(case.slice).ids, runner.store.verifier.forward
     positions, margins = [], []
     for prompt, base, result in zip(prompts, baseline, results):
         position = first_divergence(base.tokens, result.tokens)

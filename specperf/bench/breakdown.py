@@ -18,8 +18,7 @@ from typing import Any
 import torch
 
 from specperf.engine.drafters.base import Drafter
-from specperf.engine.forward import model_device
-from specperf.engine.lean_gpt2 import lean_forward
+from specperf.engine.forward import ModelForward, model_device
 from specperf.engine.timing import Clock
 from specperf.records import DecodeResult, TimeSplit, pass_wall
 
@@ -78,19 +77,19 @@ def _timed_propose(drafter: Drafter | None, meter: _Meter) -> Iterator[None]:
         del drafter.propose
 
 
-def _lean(model: torch.nn.Module | None) -> torch.nn.Module | None:
-    return None if model is None else lean_forward(model)
+def measure_split(run_pass: Callable[[], list[DecodeResult]], *, verifier: ModelForward,
+                  draft: ModelForward | None, lookup: Drafter | None, batch_size: int) -> TimeSplit:
+    """Run one instrumented pass; return its wall and the seconds inside verifier and draft calls.
 
-
-def measure_split(run_pass: Callable[[], list[DecodeResult]], *, verifier: torch.nn.Module,
-                  draft: torch.nn.Module | None, lookup: Drafter | None, batch_size: int) -> TimeSplit:
-    """Run one instrumented pass; return its wall and the seconds inside verifier and draft calls."""
-    clock = Clock(model_device(verifier))
+    ``verifier`` and ``draft``: the forwards ``run_pass`` runs the models with (their lean forwards are hooked).
+    """
+    clock = Clock(model_device(verifier.model))
     verifier_meter, draft_meter = _Meter(clock), _Meter(clock)
+    draft_model, draft_lean = (None, None) if draft is None else (draft.model, draft.lean)
     # A model runs through its lean forward (specperf's loop) or its own __call__ (transformers' assisted
     # generation), never both in one call, so hooking both never counts a call twice.
-    with _timed_module(verifier, verifier_meter), _timed_module(draft, draft_meter), \
-            _timed_module(_lean(verifier), verifier_meter), _timed_module(_lean(draft), draft_meter), \
+    with _timed_module(verifier.model, verifier_meter), _timed_module(draft_model, draft_meter), \
+            _timed_module(verifier.lean, verifier_meter), _timed_module(draft_lean, draft_meter), \
             _timed_propose(lookup, draft_meter):
         results = run_pass()
     return TimeSplit(wall_s=pass_wall(results, batch_size), verifier_s=verifier_meter.seconds,

@@ -1,4 +1,4 @@
-"""The one seam through which a test-only plugin may change what a suite run does (perf/inject_faults.py).
+"""The one seam through which a test-only plugin may change what a suite run does (tests/plugins/inject_faults.py).
 
 A normal run uses :class:`Interventions` itself: every method is the identity. The production runner has no
 branch on fault switches; it only calls these methods.

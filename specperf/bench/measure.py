@@ -5,11 +5,10 @@ together, interleaved round by round, because the bound reads them as ratios. Ea
 order the loops run them: two verifier steps back to back (the baseline's pattern; the second is v(1)), then a
 speculative step's k draft forwards and its verify forward. The order matters on a CPU: the models evict each other
 from the core's cache, so a verify forward right after k draft forwards costs more than one after another verify
-forward (11-16% for the embedded verifier after draft-medium on a 2-core Xeon with 2 MB of L2 per core), and the
-first draft forward of a block more than the others. Forwards measured in the loops' order, without the loops' host
-work, make a bound whose gap to the measured speedup is that host work plus what probes cannot reproduce (README,
-"How close the engine comes to its bound"). The verify-cost curve of the best-k
-prediction is measured once per slice, its sizes interleaved too.
+forward, and the first draft forward of a block more than the others. Forwards measured in the loops' order, without
+the loops' host work, make a bound whose gap to the measured speedup is that host work plus what probes cannot
+reproduce (docs: Results). The verify-cost curve of the best-k prediction is
+measured once per slice, its sizes interleaved too.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from specperf.bench.store import ModelStore
+from specperf.config import GenerationSpec, TimingSpec
 from specperf.config.cases import Case
 from specperf.config.schema import PREDICT_MAX_K
 from specperf.engine.costs import Probe, probe_seconds
@@ -28,21 +28,26 @@ CURVE_SHARE = 3  # the best-k prediction's curve (v(k+1) at every k, read as rat
 
 
 class StepCostMeter:
-    """Median seconds of cached forwards at a slice's prompts, cached per (draft, k, slice) and per slice."""
+    """Median seconds of cached forwards at a slice's prompts, cached per (draft, k, slice) and per slice.
 
-    def __init__(self, store: ModelStore) -> None:
+    ``generation.max_new_tokens`` places the decode context; ``timing.cost_rounds`` is how many rounds probes run.
+    """
+
+    def __init__(self, store: ModelStore, generation: GenerationSpec, timing: TimingSpec) -> None:
         self.store = store
+        self.max_new_tokens = generation.max_new_tokens
+        self.cost_rounds = timing.cost_rounds
         self._cases: dict[tuple[str | None, int, str], StepCosts] = {}
         self._curves: dict[str, tuple[float, ...]] = {}
 
     def decode_context(self, slice_name: str, room: int, models: list[torch.nn.Module]) -> tuple[int, ...]:
         """The context of a typical decode step: the slice's first prompt and half of ``max_new_tokens`` more (its
-        own tokens again). Attention grows with the context: at the bare prompt a verify forward of the default suite
-        costs 10-15% less than halfway through the request. ``room``: the most tokens a probe appends; the context
+        own tokens again). Attention grows with the context, so a verify forward at the bare prompt costs less than
+        one halfway through the request. ``room``: the most tokens a probe appends; the context
         leaves that much of every model's window free, and holds at least that many tokens (a probe's block repeats
         the context's last ones)."""
         prompt = tuple(self.store.prompts(slice_name).ids[0])
-        length = len(prompt) + self.store.config.generation.max_new_tokens // 2
+        length = len(prompt) + self.max_new_tokens // 2
         windows = [w for w in map(context_window, models) if w is not None]
         if windows:
             length = min(length, min(windows) - room)
@@ -52,10 +57,10 @@ class StepCostMeter:
     def curve(self, slice_name: str) -> tuple[float, ...]:
         """[j]: the verifier over j + 2 tokens (k = j + 1) at the decode context, k = 1..PREDICT_MAX_K."""
         if slice_name not in self._curves:
-            verifier = self.store.verifier.model
-            prompt = self.decode_context(slice_name, PREDICT_MAX_K + 1, [verifier])
+            verifier = self.store.verifier.forward
+            prompt = self.decode_context(slice_name, PREDICT_MAX_K + 1, [verifier.model])
             probes = [Probe.step(verifier, prompt, k + 1) for k in range(1, PREDICT_MAX_K + 1)]
-            rounds = max(1, self.store.config.timing.cost_rounds // CURVE_SHARE)
+            rounds = max(1, self.cost_rounds // CURVE_SHARE)
             self._curves[slice_name] = tuple(probe_seconds(probes, rounds))
         return self._curves[slice_name]
 
@@ -71,10 +76,11 @@ class StepCostMeter:
         return self._cases[key]
 
     def _measure(self, draft_name: str | None, k: int, slice_name: str) -> StepCosts:
-        verifier = self.store.verifier.model
-        draft = self.store.model(draft_name).model if draft_name is not None else None
+        verifier = self.store.verifier.forward
+        draft = self.store.model(draft_name).forward if draft_name is not None else None
         prompts = [tuple(ids) for ids in self.store.prompts(slice_name).ids]
-        first = self.decode_context(slice_name, k + 1, [verifier] if draft is None else [verifier, draft])
+        first = self.decode_context(slice_name, k + 1, [verifier.model] if draft is None else
+                                    [verifier.model, draft.model])
         drafts = [Probe.step(draft, first, 1, chain=k)] if draft is not None else []
         # One round: v(1) twice (the second is the sample), a block's k draft forwards, v(k+1), then every 6th round
         # the prefills. A model's steps share one cache, as in the loops.
@@ -83,7 +89,7 @@ class StepCostMeter:
         probes += [Probe.prefill(verifier, p, every=PREFILL_EVERY) for p in prompts]
         if draft is not None:
             probes += [Probe.prefill(draft, p, every=PREFILL_EVERY) for p in prompts]
-        seconds = probe_seconds(probes, self.store.config.timing.cost_rounds)
+        seconds = probe_seconds(probes, self.cost_rounds)
         step, n = 2 + len(drafts), len(prompts)
         return StepCosts(
             verifier_step_s=seconds[1],

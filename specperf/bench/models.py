@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from specperf.config.schema import DEVICE_PATTERN, DTYPES, EMBEDDED_MODELS, EMBEDDED_PREFIX
 from specperf.embedded import TOKENIZER_DIR, WEIGHTS_DIR
+from specperf.engine.forward import ModelForward
 from specperf.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ TORCH_DTYPES: dict[str, torch.dtype] = {name: getattr(torch, name) for name in D
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A causal LM ready for decoding, with its tokenizer."""
+    """A causal LM ready for decoding, with its tokenizer and the forward the engine runs it with."""
 
     name: str
     model: torch.nn.Module
@@ -29,6 +30,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     n_params: int
+    forward: ModelForward  # ``model`` with the suite's ``forward:`` choice: what the decoding loops and probes run
 
 
 def resolve_device(device: str) -> torch.device:
@@ -103,9 +105,10 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedT
         raise _unavailable(name, exc) from None
 
 
-def load_model(name: str, *, device: str = "auto", dtype: str = "float32",
-               trust_remote_code: bool = False) -> LoadedModel:
-    """Load a causal LM and its tokenizer, in eval mode, on ``device`` in ``dtype``.
+def load_model(name: str, *, device: str = "auto", dtype: str = "float32", trust_remote_code: bool = False,
+               forward: str = "lean") -> LoadedModel:
+    """Load a causal LM and its tokenizer, in eval mode, on ``device`` in ``dtype``, to run with ``forward``
+    (``lean`` or ``transformers``, see :class:`~specperf.engine.forward.ModelForward`).
 
     ``trust_remote_code`` runs Python code shipped with a hub model; it stays off unless asked for.
     """
@@ -121,7 +124,7 @@ def load_model(name: str, *, device: str = "auto", dtype: str = "float32",
     model = model.to(torch_device).eval()  # type: ignore[arg-type]  # transformers types .to() for its own dtypes only
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     n_params = sum(p.numel() for p in model.parameters())
-    return LoadedModel(name, model, tokenizer, torch_device, torch_dtype, n_params)
+    return LoadedModel(name, model, tokenizer, torch_device, torch_dtype, n_params, ModelForward(model, forward))
 
 
 def check_same_tokenizer(verifier: LoadedModel, draft: LoadedModel) -> None:

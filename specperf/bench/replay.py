@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from specperf.bench.audit import audit_case, block_calls
 from specperf.bench.runner import CaseRunner
+from specperf.config import DatasetSpec, GenerationSpec
 from specperf.config.cases import Case
 from specperf.config.schema import PREDICT_MAX_K
 from specperf.records import Audit
@@ -19,20 +20,25 @@ Replay = tuple[str, list[Audit], dict[int, tuple[int, int]]]  # (slice, audits a
 
 
 class Replayer:
-    """Replays per (draft, k, acceptance slice), cached for the session (a case's batch sizes share one)."""
+    """Replays per (draft, k, acceptance slice), cached for the session (a case's batch sizes share one).
 
-    def __init__(self, runner: CaseRunner) -> None:
+    ``dataset`` names the acceptance slice; ``generation`` says whether decoding is greedy and how long it runs.
+    """
+
+    def __init__(self, runner: CaseRunner, dataset: DatasetSpec, generation: GenerationSpec) -> None:
         self.runner = runner
+        self.acceptance_slice = dataset.acceptance_slice
+        self.generation = generation
         self._done: dict[tuple[str, int, str], Replay] = {}
 
     def slice_for(self, case: Case) -> str:
-        return self.runner.store.config.dataset.acceptance_slice or case.slice
+        return self.acceptance_slice or case.slice
 
     def case(self, case: Case) -> Replay | None:
         """The case's replay; None when sampling (acceptance then depends on the draws: the timed requests' counters
         are the figures)."""
         assert case.draft is not None
-        if self.runner.store.config.generation.temperature > 0:
+        if self.generation.temperature > 0:
             return None
         key = (case.draft.name, case.k, self.slice_for(case))
         if key not in self._done:
@@ -46,7 +52,7 @@ class Replayer:
         prompts = runner.store.prompts(slice_name).ids
         audits = audit_case(runner, case, reference, prompts=prompts, check=False)
         tokens = sum(r.new_tokens for r in reference)
-        max_new = runner.store.config.generation.max_new_tokens
+        max_new = self.generation.max_new_tokens
         calls: dict[int, tuple[int, int]] = {}
         # A draft model's teacher-forced matches serve every k; a drafter whose proposal depends on the block
         # structure (prompt lookup, or a wrapped drafter) is replayed at each k.

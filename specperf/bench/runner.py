@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from specperf.bench.interventions import GroupFn, Interventions
 from specperf.bench.store import ModelStore
-from specperf.config import DraftSpec
+from specperf.config import DraftSpec, GenerationSpec, SuiteConfig, TimingSpec
 from specperf.config.cases import Case
 from specperf.engine.batch import decode_batch
 from specperf.engine.decode import decode
@@ -36,10 +36,17 @@ class TimedRuns:
 
 
 class CaseRunner:
-    """Runs cases against a :class:`ModelStore`; one drafter per draft name, reused by every case and request."""
+    """Runs cases against a :class:`ModelStore`; one drafter per draft name, reused by every case and request.
 
-    def __init__(self, store: ModelStore, interventions: Interventions | None = None) -> None:
+    ``config``: the suite the store was built from; its ``generation`` and ``timing`` sections set how cases decode
+    and how many rounds they time.
+    """
+
+    def __init__(self, store: ModelStore, config: SuiteConfig, interventions: Interventions | None = None) -> None:
         self.store = store
+        self.config = config
+        self.generation: GenerationSpec = config.generation
+        self.timing: TimingSpec = config.timing
         self.interventions = interventions or Interventions()
         self._drafters: dict[str, Drafter] = {}
         self._vllm: VllmCases | None = None
@@ -51,7 +58,7 @@ class CaseRunner:
         if self._vllm is None:
             from specperf.bench.vllm_cases import VllmCases
 
-            self._vllm = VllmCases(self.store)
+            self._vllm = VllmCases(self.config, self.store.device)
         return self._vllm
 
     def close(self) -> None:
@@ -70,7 +77,7 @@ class CaseRunner:
             drafter: Drafter = PromptLookupDrafter(max_ngram=spec.max_ngram, min_ngram=spec.min_ngram)
         else:
             assert spec.model is not None  # the config requires a model for drafter 'model'
-            drafter = ModelDrafter(self.store.model(spec.model).model, label=spec.model)
+            drafter = ModelDrafter(self.store.model(spec.model).forward, label=spec.model)
         return self.interventions.wrap_drafter(drafter, vocab_size(self.store.verifier.model))
 
     def forget_request_state(self) -> None:
@@ -80,7 +87,7 @@ class CaseRunner:
     def decode_fn(self, case: Case) -> GroupFn:
         """A function decoding a group of the slice's requests together (first index, prompts); built once, so
         the timed loop only decodes. Batch size 1 uses the batch-1 engine, whose numbers every baseline JSON holds."""
-        gen, verifier = self.store.config.generation, self.store.verifier.model
+        gen, verifier = self.generation, self.store.verifier
         common: dict[str, Any] = dict(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
                                       eos_token_id=self.store.eos())
         if case.draft is not None and case.draft.engine == "vllm":
@@ -88,16 +95,18 @@ class CaseRunner:
         drafter = self.drafter(case.draft) if case.draft is not None and case.draft.engine != "hf" else None
         if case.batch_size > 1:
             def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
-                return decode_batch(verifier, prompts, drafter=drafter, k=case.k or 1, seed=gen.seed + i, **common)
+                return decode_batch(verifier.model, prompts, drafter=drafter, k=case.k or 1, seed=gen.seed + i,
+                                    **common)
         elif case.draft is None or drafter is not None:
             def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
-                return [decode(verifier, prompts[0], drafter=drafter, k=case.k or 1, seed=gen.seed + i, **common)]
+                return [decode(verifier.forward, prompts[0], drafter=drafter, k=case.k or 1, seed=gen.seed + i,
+                               **common)]
         else:
             assert case.draft.model is not None
             draft_model = self.store.model(case.draft.model).model
 
             def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
-                return [hf_assisted_decode(verifier, prompts[0], draft_model, k=case.k, seed=gen.seed + i,
+                return [hf_assisted_decode(verifier.model, prompts[0], draft_model, k=case.k, seed=gen.seed + i,
                                            **common)]
         return self.interventions.wrap_decode(case, group)
 
@@ -125,11 +134,11 @@ class CaseRunner:
 
     def _kept(self, rounds: list[list[DecodeResult]], benchmark: Any) -> list[list[DecodeResult]]:
         """The timed rounds. --benchmark-disable runs the target once, with no warm-up: that one round is kept."""
-        return rounds if benchmark.disabled else rounds[self.store.config.timing.warmup_rounds:]
+        return rounds if benchmark.disabled else rounds[self.timing.warmup_rounds:]
 
     def benchmark_baseline(self, case: Case, benchmark: Any) -> TimedRuns:
         """Time the verifier-only baseline of a slice."""
-        timing, decode_pass = self.store.config.timing, self.pass_fn(case)
+        timing, decode_pass = self.timing, self.pass_fn(case)
         rounds: list[list[DecodeResult]] = []
 
         def target() -> None:
@@ -143,7 +152,7 @@ class CaseRunner:
 
         Pairing the rounds makes machine drift hit both sides, so per-round speedups can be compared.
         """
-        timing = self.store.config.timing
+        timing = self.timing
         baseline_pass, decode_pass = self.baseline_pass_fn(case), self.pass_fn(case)
         rounds: list[list[DecodeResult]] = []
         base_rounds: list[list[DecodeResult]] = []

@@ -25,10 +25,11 @@ class SuiteBench:
 
     def __init__(self, config: SuiteConfig, interventions: Interventions | None = None) -> None:
         self.config = config
+        self.timing = config.timing
         self.store = ModelStore(config)
-        self.runner = CaseRunner(self.store, interventions)
-        self.costs = StepCostMeter(self.store)
-        self.replayer = Replayer(self.runner)
+        self.runner = CaseRunner(self.store, config, interventions)
+        self.costs = StepCostMeter(self.store, config.generation, config.timing)
+        self.replayer = Replayer(self.runner, config.dataset, config.generation)
         self.interventions = self.runner.interventions
 
     @property
@@ -50,16 +51,16 @@ class SuiteBench:
 
     def _splits(self, record: CaseRecord) -> bool:
         """Whether to run the breakdown pass: a timed run whose suite asks for it."""
-        return record.timed and self.config.timing.breakdown
+        return record.timed and self.timing.breakdown
 
     def time_split(self, case: Case) -> TimeSplit:
         """One untimed instrumented pass: where the case's wall time goes (specperf and hf engines)."""
         spec, draft, lookup = case.draft, None, None
         if spec is not None and spec.drafter == "model" and spec.model is not None:
-            draft = self.store.model(spec.model).model
+            draft = self.store.model(spec.model).forward
         elif spec is not None:
             lookup = self.runner.drafter(spec)
-        return measure_split(self.runner.pass_fn(case), verifier=self.store.verifier.model, draft=draft,
+        return measure_split(self.runner.pass_fn(case), verifier=self.store.verifier.forward, draft=draft,
                              lookup=lookup, batch_size=case.batch_size)
 
     def run_baseline(self, case: Case, benchmark: Any) -> CaseRecord:

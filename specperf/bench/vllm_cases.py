@@ -9,9 +9,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import torch
+
 from specperf.bench.interventions import GroupFn
 from specperf.bench.models import model_location
-from specperf.bench.store import ModelStore
+from specperf.config import SuiteConfig
 from specperf.config.cases import Case
 from specperf.config.schema import EMBEDDED_PREFIX
 from specperf.embedded import TOKENIZER_DIR, WEIGHTS_DIR
@@ -56,17 +58,21 @@ class StagedModels:
 
 
 class VllmCases:
-    """Engine keys and decode functions of vLLM cases; owns the session's engines and staged model folders."""
+    """Engine keys and decode functions of vLLM cases; owns the session's engines and staged model folders.
 
-    def __init__(self, store: ModelStore) -> None:
-        self.store = store
-        self.engines = VllmEngines(device=str(store.device), threads=store.config.threads)
+    ``config``: the suite (its vllm mappings, dtype, verifier, generation settings); ``device``: the suite's resolved
+    device.
+    """
+
+    def __init__(self, config: SuiteConfig, device: torch.device) -> None:
+        self.config, self.generation, self.device = config, config.generation, device
+        self.engines = VllmEngines(device=str(device), threads=config.threads)
         self.staged = StagedModels()
 
     def speculative(self, case: Case) -> dict[str, object]:
         """The case's speculative_config, checked against the methods this vLLM has."""
         assert case.draft is not None
-        spec = self.store.config.vllm_for(case.draft)
+        spec = self.config.vllm_for(case.draft)
         model = case.draft.model
         config = speculative_config(case.draft, spec, case.k, self.staged.location(model) if model else None)
         known = vllm_methods()
@@ -81,9 +87,9 @@ class VllmCases:
 
     def key(self, case: Case, *, speculative: bool) -> EngineKey:
         assert case.draft is not None
-        config = self.store.config
-        args = engine_args(config.vllm_for(case.draft), device=str(self.store.device), dtype=config.dtype,
-                           seed=config.generation.seed, max_batch=max(config.batch_size),
+        config = self.config
+        args = engine_args(config.vllm_for(case.draft), device=str(self.device), dtype=config.dtype,
+                           seed=self.generation.seed, max_batch=max(config.batch_size),
                            verifier_dir=self.staged.location(config.verifier),
                            trust_remote_code=config.trust_remote_code, memory_default=self.engines.memory_default)
         extras = tuple(sorted(self.speculative(case).items())) if speculative else None
@@ -94,7 +100,7 @@ class VllmCases:
         engine starts here, before any timed round."""
         label = case.id if speculative else f"{case.id} (verifier-only baseline)"
         llm = self.engines.get(self.key(case, speculative=speculative), label)
-        gen, k = self.store.config.generation, case.k if speculative else 0
+        gen, k = self.generation, case.k if speculative else 0
 
         def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
             return vllm_generate(llm, prompts, k=k, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,

@@ -40,7 +40,7 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = _SHOW_CHARS, _SHOW_CHARS, _SHOW_CHARS
 
 
-def _show(value: object) -> str:
+def show_value(value: object) -> str:
     """A short ``repr`` of a bad value with its YAML-ish type, for error messages."""
     text = _REPR.repr(value)
     if len(text) > _SHOW_CHARS:
@@ -49,17 +49,17 @@ def _show(value: object) -> str:
 
 
 @dataclass(frozen=True)
-class _At:
+class At:
     """Where a value sits: its source (file name) and key path, e.g. ``drafts[1].model``."""
 
     source: str
     path: str = ""
 
-    def key(self, name: str) -> _At:
-        return _At(self.source, f"{self.path}.{name}" if self.path else name)
+    def key(self, name: str) -> At:
+        return At(self.source, f"{self.path}.{name}" if self.path else name)
 
-    def index(self, i: int) -> _At:
-        return _At(self.source, f"{self.path}[{i}]")
+    def index(self, i: int) -> At:
+        return At(self.source, f"{self.path}[{i}]")
 
     @property
     def where(self) -> str:
@@ -67,22 +67,22 @@ class _At:
 
     def error(self, value: object, expected: str, fix: str) -> ConfigError:
         """'source: path: got VALUE (type); expected ALLOWED; fix: FIX'."""
-        return ConfigError(f"{self.source}: {self.path or 'top level'}: got {_show(value)}; "
+        return ConfigError(f"{self.source}: {self.path or 'top level'}: got {show_value(value)}; "
                            f"expected {expected}; fix: {fix}")
 
 
-def _suggest(word: object, options: Sequence[str]) -> str:
+def suggest(word: object, options: Sequence[str]) -> str:
     close = difflib.get_close_matches(str(word), list(options), n=1)
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def _unknown_key(key: object, at: _At, keys: Sequence[str]) -> ConfigError:
+def _unknown_key(key: object, at: At, keys: Sequence[str]) -> ConfigError:
     place = "at top level" if not at.path else f"in {at.where}"
-    return ConfigError(f"unknown key {key!r} {place} of {at.source}; {_suggest(key, keys)}"
+    return ConfigError(f"unknown key {key!r} {place} of {at.source}; {suggest(key, keys)}"
                        f"valid keys: {', '.join(keys)}; fix: rename or remove it")
 
 
-def _mapping(value: object, at: _At, keys: Sequence[str]) -> dict[str, Any]:
+def check_mapping(value: object, at: At, keys: Sequence[str]) -> dict[str, Any]:
     """``value`` as a dict whose keys are all in ``keys``; null counts as an empty mapping."""
     if value is None:
         return {}
@@ -94,33 +94,33 @@ def _mapping(value: object, at: _At, keys: Sequence[str]) -> dict[str, Any]:
     return dict(value)
 
 
-def _required(data: Mapping[str, Any], key: str, at: _At, example: str) -> Any:
+def required_key(data: Mapping[str, Any], key: str, at: At, example: str) -> Any:
     if key not in data:
         raise ConfigError(f"missing required key {key!r} {'at top level' if not at.path else 'in ' + at.where} "
                           f"of {at.source}; fix: add it, e.g. {example}")
     return data[key]
 
 
-def _str(value: object, at: _At, example: str) -> str:
+def check_str(value: object, at: At, example: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise at.error(value, "a non-empty string", f"write e.g. {example}")
     return value
 
 
-def _choice(value: object, at: _At, choices: Sequence[str]) -> str:
+def check_choice(value: object, at: At, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
-        hint = _suggest(value, choices) if isinstance(value, str) else ""
+        hint = suggest(value, choices) if isinstance(value, str) else ""
         raise at.error(value, f"one of {', '.join(choices)}", f"{hint}use one of the allowed values")
     return value
 
 
-def _bool(value: object, at: _At) -> bool:
+def check_bool(value: object, at: At) -> bool:
     if not isinstance(value, bool):
         raise at.error(value, "a boolean (true or false)", "write true or false, unquoted")
     return value
 
 
-def _int(value: object, at: _At, lo: int, hi: int | None = None) -> int:
+def check_int(value: object, at: At, lo: int, hi: int | None = None) -> int:
     """An int (not a bool) in [lo, hi] (no upper bound when hi is None)."""
     allowed = f"an integer in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
     if isinstance(value, bool) or not isinstance(value, int):
@@ -136,8 +136,8 @@ def _describe_range(lo: float | None, hi: float | None, open_bounds: bool) -> st
     return f"a number {'>' if open_bounds else '>='} {lo:g}" if lo is not None else "a number"
 
 
-def _float(value: object, at: _At, lo: float | None = None, hi: float | None = None,
-           *, open_bounds: bool = False) -> float:
+def check_float(value: object, at: At, lo: float | None = None, hi: float | None = None,
+                *, open_bounds: bool = False) -> float:
     """A finite number (int or float, not bool) within [lo, hi], or (lo, hi) if open_bounds."""
     allowed = _describe_range(lo, hi, open_bounds)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -153,20 +153,20 @@ def _float(value: object, at: _At, lo: float | None = None, hi: float | None = N
     return number
 
 
-def _as_list(value: object) -> list[Any]:
+def as_list(value: object) -> list[Any]:
     """A scalar or string as a one-element list; a list, tuple or range as a list."""
     return list(value) if isinstance(value, (list, tuple, range)) else [value]
 
 
-def _int_tuple(value: object, at: _At, lo: int, hi: int | None, example: str) -> tuple[int, ...]:
+def check_int_tuple(value: object, at: At, lo: int, hi: int | None, example: str) -> tuple[int, ...]:
     """An int or a non-empty list of distinct ints, each in [lo, hi]."""
     if isinstance(value, (list, tuple)) and not value:
         raise at.error(value, "an integer or a non-empty list of integers", f"write e.g. {example}")
-    items = _as_list(value)
+    items = as_list(value)
     numbers: list[int] = []
     for i, item in enumerate(items):
         item_at = at.index(i) if isinstance(value, (list, tuple)) else at
-        number = _int(item, item_at, lo, hi)
+        number = check_int(item, item_at, lo, hi)
         if number in numbers:
             raise item_at.error(item, "distinct values", f"remove the duplicate {number}")
         numbers.append(number)

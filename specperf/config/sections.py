@@ -9,18 +9,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from specperf.config.checks import (
-    _as_list,
-    _At,
-    _bool,
-    _choice,
-    _float,
-    _int,
-    _int_tuple,
-    _mapping,
-    _required,
-    _show,
-    _str,
-    _suggest,
+    At,
+    as_list,
+    check_bool,
+    check_choice,
+    check_float,
+    check_int,
+    check_int_tuple,
+    check_mapping,
+    check_str,
+    required_key,
+    show_value,
+    suggest,
 )
 from specperf.config.schema import (
     DATASET_DEFAULTS,
@@ -50,23 +50,23 @@ from specperf.config.schema import (
 )
 from specperf.config.vllm import parse_vllm
 from specperf.data.fit import POLICIES
-from specperf.data.records import DEFAULT_TEMPLATE, render_prompt
+from specperf.data.prompt import DEFAULT_TEMPLATE, render_prompt
 from specperf.data.slices import parse_slice
 from specperf.data.sources import HF_CONFIGS, SOURCES
 from specperf.errors import ConfigError, DataError
 
 
-def _model_name(value: object, at: _At) -> str:
+def parse_model_name(value: object, at: At) -> str:
     """A hub id, local path or embedded:NAME with NAME in the embedded family."""
-    name = _str(value, at, "embedded:verifier or openai-community/gpt2")
+    name = check_str(value, at, "embedded:verifier or openai-community/gpt2")
     if name.startswith(EMBEDDED_PREFIX) and name[len(EMBEDDED_PREFIX):] not in EMBEDDED_MODELS:
         family = [EMBEDDED_PREFIX + m for m in EMBEDDED_MODELS]
         raise at.error(value, f"one of {', '.join(family)}, a hub id or a local path",
-                       f"{_suggest(name, family)}use a model of the embedded family")
+                       f"{suggest(name, family)}use a model of the embedded family")
     return name
 
 
-def _check_ngrams(draft: DraftSpec, data: Mapping[str, Any], at: _At) -> None:
+def _check_ngrams(draft: DraftSpec, data: Mapping[str, Any], at: At) -> None:
     """n-gram settings belong to prompt lookup only, and min_ngram may not pass max_ngram."""
     if draft.drafter != "prompt-lookup":
         for key in ("max_ngram", "min_ngram"):
@@ -78,7 +78,7 @@ def _check_ngrams(draft: DraftSpec, data: Mapping[str, Any], at: _At) -> None:
                                         "lower min_ngram or raise max_ngram")
 
 
-def _check_draft(draft: DraftSpec, data: Mapping[str, Any], at: _At) -> None:
+def _check_draft(draft: DraftSpec, data: Mapping[str, Any], at: At) -> None:
     """Cross-key rules: a model drafter needs a model; prompt lookup has none and runs on specperf."""
     if draft.drafter == "model" and draft.model is None:
         raise ConfigError(f"missing required key 'model' in {at.where} of {at.source} (drafter 'model' "
@@ -95,30 +95,30 @@ def _check_draft(draft: DraftSpec, data: Mapping[str, Any], at: _At) -> None:
     _check_ngrams(draft, data, at)
 
 
-def _parse_draft(value: object, at: _At) -> DraftSpec:
+def _parse_draft(value: object, at: At) -> DraftSpec:
     if value is None:
         raise at.error(value, f"a mapping with keys {', '.join(DRAFT_KEYS)}", "write e.g. "
                        "{name: draft-small, model: embedded:draft-small}")
-    data = _mapping(value, at, DRAFT_KEYS)
-    name = _str(_required(data, "name", at, "name: draft-small"), at.key("name"), "name: draft-small")
+    data = check_mapping(value, at, DRAFT_KEYS)
+    name = check_str(required_key(data, "name", at, "name: draft-small"), at.key("name"), "name: draft-small")
     if not DRAFT_NAME_PATTERN.fullmatch(name):
         raise at.key("name").error(name, "letters, digits, '.', '_' or '-', starting with a letter or digit",
                                    "rename it, e.g. draft-small (it becomes part of test ids)")
     model = data.get("model")
     draft = DraftSpec(
         name=name,
-        model=None if model is None else _model_name(model, at.key("model")),
-        drafter=_choice(data.get("drafter", DRAFT_DEFAULTS["drafter"]), at.key("drafter"), DRAFTERS),
-        engine=_choice(data.get("engine", DRAFT_DEFAULTS["engine"]), at.key("engine"), ENGINES),
-        max_ngram=_int(data.get("max_ngram", DRAFT_DEFAULTS["max_ngram"]), at.key("max_ngram"), 1, MAX_NGRAM),
-        min_ngram=_int(data.get("min_ngram", DRAFT_DEFAULTS["min_ngram"]), at.key("min_ngram"), 1, MAX_NGRAM),
+        model=None if model is None else parse_model_name(model, at.key("model")),
+        drafter=check_choice(data.get("drafter", DRAFT_DEFAULTS["drafter"]), at.key("drafter"), DRAFTERS),
+        engine=check_choice(data.get("engine", DRAFT_DEFAULTS["engine"]), at.key("engine"), ENGINES),
+        max_ngram=check_int(data.get("max_ngram", DRAFT_DEFAULTS["max_ngram"]), at.key("max_ngram"), 1, MAX_NGRAM),
+        min_ngram=check_int(data.get("min_ngram", DRAFT_DEFAULTS["min_ngram"]), at.key("min_ngram"), 1, MAX_NGRAM),
         vllm=parse_vllm(data["vllm"], at.key("vllm")) if "vllm" in data else None,
     )
     _check_draft(draft, data, at)
     return draft
 
 
-def _parse_drafts(value: object, at: _At) -> tuple[DraftSpec, ...]:
+def parse_drafts(value: object, at: At) -> tuple[DraftSpec, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise at.error(value, "a non-empty list of drafts", "list at least one, e.g. "
                        "drafts: [{name: draft-small, model: embedded:draft-small}]")
@@ -132,12 +132,12 @@ def _parse_drafts(value: object, at: _At) -> tuple[DraftSpec, ...]:
     return tuple(drafts)
 
 
-def _select_drafts(drafts: Sequence[DraftSpec], names: Sequence[str], at: _At) -> tuple[DraftSpec, ...]:
+def select_drafts(drafts: Sequence[DraftSpec], names: Sequence[str], at: At) -> tuple[DraftSpec, ...]:
     known = [d.name for d in drafts]
-    wanted = _as_list(names)
+    wanted = as_list(names)
     for i, name in enumerate(wanted):
         if name not in known:
-            hint = _suggest(name, known) if isinstance(name, str) else ""
+            hint = suggest(name, known) if isinstance(name, str) else ""
             raise at.index(i).error(name, f"one of the suite's drafts: {', '.join(known)}",
                                     f"{hint}pick drafts the suite defines")
     if not wanted:
@@ -145,14 +145,14 @@ def _select_drafts(drafts: Sequence[DraftSpec], names: Sequence[str], at: _At) -
     return tuple(d for d in drafts if d.name in wanted)
 
 
-def _parse_slices(value: object, at: _At, *, single: bool = False) -> tuple[str, ...]:
+def parse_slices(value: object, at: At, *, single: bool = False) -> tuple[str, ...]:
     """A slice or a non-empty list of slices, as canonical names, without duplicates (one slice with ``single``)."""
     if single and not isinstance(value, str):
         raise at.error(value, "one slice string such as '0:32'", 'write e.g. acceptance_slice: "0:32"')
     if isinstance(value, (list, tuple)) and not value:
         raise at.error(value, "a slice or a non-empty list of slices", 'write e.g. slices: ["0:8"]')
     names: list[str] = []
-    for i, item in enumerate(_as_list(value)):
+    for i, item in enumerate(as_list(value)):
         item_at = at.index(i) if isinstance(value, (list, tuple)) else at
         if not isinstance(item, str):
             raise item_at.error(item, "a slice string such as '0:8'", "quote it, e.g. \"0:8\"")
@@ -166,23 +166,23 @@ def _parse_slices(value: object, at: _At, *, single: bool = False) -> tuple[str,
     return tuple(names)
 
 
-def _template(value: object, at: _At) -> str:
+def _template(value: object, at: At) -> str:
     if not isinstance(value, str):
         raise at.error(value, "a string with {question} and {abstract}", f"write e.g. {DEFAULT_TEMPLATE!r}")
     try:
         render_prompt(value, "question", "abstract")
     except DataError as exc:
-        raise ConfigError(f"{at.source}: {at.path}: got {_show(value)}: {exc}") from None
+        raise ConfigError(f"{at.source}: {at.path}: got {show_value(value)}: {exc}") from None
     return value
 
 
-def _optional_str(value: object, at: _At, example: str) -> str | None:
-    return None if value is None else _str(value, at, example)
+def _optional_str(value: object, at: At, example: str) -> str | None:
+    return None if value is None else check_str(value, at, example)
 
 
-def _parse_dataset(value: object, at: _At) -> DatasetSpec:
-    data = _mapping(value, at, DATASET_KEYS)
-    source = _choice(data.get("source", DATASET_DEFAULTS["source"]), at.key("source"), SOURCES)
+def parse_dataset(value: object, at: At) -> DatasetSpec:
+    data = check_mapping(value, at, DATASET_KEYS)
+    source = check_choice(data.get("source", DATASET_DEFAULTS["source"]), at.key("source"), SOURCES)
     path = _optional_str(data.get("path"), at.key("path"), "path: data/ori_pqal.json")
     if path is None and source in ("pubmedqa-json", "file"):
         raise ConfigError(f"missing required key 'path' in {at.where} of {at.source} (source {source!r} "
@@ -193,45 +193,46 @@ def _parse_dataset(value: object, at: _At) -> DatasetSpec:
     return DatasetSpec(
         source=source,
         path=path,
-        hf_config=_choice(data.get("hf_config", DATASET_DEFAULTS["hf_config"]), at.key("hf_config"), HF_CONFIGS),
+        hf_config=check_choice(data.get("hf_config", DATASET_DEFAULTS["hf_config"]), at.key("hf_config"), HF_CONFIGS),
         split=_optional_str(data.get("split"), at.key("split"), "split: train"),
         template=_template(data.get("template", DATASET_DEFAULTS["template"]), at.key("template")),
-        slices=_parse_slices(data.get("slices", DATASET_DEFAULTS["slices"]), at.key("slices")),
-        context_policy=_choice(data.get("context_policy", DATASET_DEFAULTS["context_policy"]),
-                               at.key("context_policy"), POLICIES),
-        acceptance_slice=None if data.get("acceptance_slice") is None else _parse_slices(
+        slices=parse_slices(data.get("slices", DATASET_DEFAULTS["slices"]), at.key("slices")),
+        context_policy=check_choice(data.get("context_policy", DATASET_DEFAULTS["context_policy"]),
+                                    at.key("context_policy"), POLICIES),
+        acceptance_slice=None if data.get("acceptance_slice") is None else parse_slices(
             data["acceptance_slice"], at.key("acceptance_slice"), single=True)[0],
     )
 
 
-def _parse_generation(value: object, at: _At) -> GenerationSpec:
-    data = _mapping(value, at, GENERATION_KEYS)
+def parse_generation(value: object, at: At) -> GenerationSpec:
+    data = check_mapping(value, at, GENERATION_KEYS)
     return GenerationSpec(
-        max_new_tokens=_int(data.get("max_new_tokens", GENERATION_DEFAULTS["max_new_tokens"]),
-                            at.key("max_new_tokens"), 1, MAX_NEW_TOKENS),
-        temperature=_float(data.get("temperature", GENERATION_DEFAULTS["temperature"]), at.key("temperature"), 0.0),
-        seed=_int(data.get("seed", GENERATION_DEFAULTS["seed"]), at.key("seed"), 0, MAX_SEED),
-        stop_at_eos=_bool(data.get("stop_at_eos", GENERATION_DEFAULTS["stop_at_eos"]), at.key("stop_at_eos")),
+        max_new_tokens=check_int(data.get("max_new_tokens", GENERATION_DEFAULTS["max_new_tokens"]),
+                                 at.key("max_new_tokens"), 1, MAX_NEW_TOKENS),
+        temperature=check_float(data.get("temperature", GENERATION_DEFAULTS["temperature"]), at.key("temperature"),
+                                0.0),
+        seed=check_int(data.get("seed", GENERATION_DEFAULTS["seed"]), at.key("seed"), 0, MAX_SEED),
+        stop_at_eos=check_bool(data.get("stop_at_eos", GENERATION_DEFAULTS["stop_at_eos"]), at.key("stop_at_eos")),
     )
 
 
-def _parse_timing(value: object, at: _At) -> TimingSpec:
-    data = _mapping(value, at, TIMING_KEYS)
+def parse_timing(value: object, at: At) -> TimingSpec:
+    data = check_mapping(value, at, TIMING_KEYS)
     return TimingSpec(
-        rounds=_int(data.get("rounds", TIMING_DEFAULTS["rounds"]), at.key("rounds"), 1, MAX_ROUNDS),
-        breakdown=_bool(data.get("breakdown", TIMING_DEFAULTS["breakdown"]), at.key("breakdown")),
-        cost_rounds=_int(data.get("cost_rounds", TIMING_DEFAULTS["cost_rounds"]), at.key("cost_rounds"), 1,
-                         MAX_ROUNDS),
-        warmup_rounds=_int(data.get("warmup_rounds", TIMING_DEFAULTS["warmup_rounds"]), at.key("warmup_rounds"), 0,
-                           MAX_WARMUP_ROUNDS),
+        rounds=check_int(data.get("rounds", TIMING_DEFAULTS["rounds"]), at.key("rounds"), 1, MAX_ROUNDS),
+        breakdown=check_bool(data.get("breakdown", TIMING_DEFAULTS["breakdown"]), at.key("breakdown")),
+        cost_rounds=check_int(data.get("cost_rounds", TIMING_DEFAULTS["cost_rounds"]), at.key("cost_rounds"), 1,
+                              MAX_ROUNDS),
+        warmup_rounds=check_int(data.get("warmup_rounds", TIMING_DEFAULTS["warmup_rounds"]), at.key("warmup_rounds"), 0,
+                                MAX_WARMUP_ROUNDS),
     )
 
 
-def _device(value: object, at: _At) -> str:
+def parse_suite_device(value: object, at: At) -> str:
     if not isinstance(value, str) or not DEVICE_PATTERN.fullmatch(value):
         raise at.error(value, "one of auto, cpu, cuda, cuda:N", "use auto to pick CUDA when available")
     return value
 
 
-def _parse_k(value: object, at: _At) -> tuple[int, ...]:
-    return _int_tuple(value, at, 1, MAX_K, "k: [2, 4]")
+def parse_suite_k(value: object, at: At) -> tuple[int, ...]:
+    return check_int_tuple(value, at, 1, MAX_K, "k: [2, 4]")

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from specperf.config.checks import _At, _float, _int, _mapping, _suggest
+from specperf.config.checks import At, check_float, check_int, check_mapping, suggest
 from specperf.config.schema import MAX_BASELINE_RUNS, Floors, SuiteConfig, Thresholds, TimingGate, Tolerances
 from specperf.config.yaml_io import read_yaml
 from specperf.errors import ConfigError
@@ -31,30 +31,30 @@ DEFAULT_FLOORS = Floors()
 NO_FLOORS = Floors(**{f.name: None for f in dataclasses.fields(Floors)})
 
 
-def _parse_floors(value: object, at: _At, unset: Floors = DEFAULT_FLOORS) -> Floors:
-    data = _mapping(value, at, tuple(_FLOOR_RANGES))
-    values = {key: None if item is None else _float(item, at.key(key), *_FLOOR_RANGES[key])
+def _parse_floors(value: object, at: At, unset: Floors = DEFAULT_FLOORS) -> Floors:
+    data = check_mapping(value, at, tuple(_FLOOR_RANGES))
+    values = {key: None if item is None else check_float(item, at.key(key), *_FLOOR_RANGES[key])
               for key, item in data.items()}
     return dataclasses.replace(unset, **values)
 
 
-def _parse_tolerances(value: object, at: _At) -> Tolerances:
-    data = _mapping(value, at, tuple(_TOLERANCE_RANGES))
-    return Tolerances(**{key: _float(item, at.key(key), *_TOLERANCE_RANGES[key]) for key, item in data.items()})
+def _parse_tolerances(value: object, at: At) -> Tolerances:
+    data = check_mapping(value, at, tuple(_TOLERANCE_RANGES))
+    return Tolerances(**{key: check_float(item, at.key(key), *_TOLERANCE_RANGES[key]) for key, item in data.items()})
 
 
-def _parse_timing_gate(value: object, at: _At) -> TimingGate:
-    data = _mapping(value, at, TIMING_GATE_KEYS)
+def _parse_timing_gate(value: object, at: At) -> TimingGate:
+    data = check_mapping(value, at, TIMING_GATE_KEYS)
     gate = TimingGate()
     return TimingGate(
-        alpha=_float(data.get("alpha", gate.alpha), at.key("alpha"), 0.0, 1.0, open_bounds=True),
-        min_effect=_float(data.get("min_effect", gate.min_effect), at.key("min_effect"), 0.0, 1.0),
-        run_sd=_float(data.get("run_sd", gate.run_sd), at.key("run_sd"), 0.0, 1.0),
-        min_runs=_int(data.get("min_runs", gate.min_runs), at.key("min_runs"), 2, MAX_BASELINE_RUNS),
+        alpha=check_float(data.get("alpha", gate.alpha), at.key("alpha"), 0.0, 1.0, open_bounds=True),
+        min_effect=check_float(data.get("min_effect", gate.min_effect), at.key("min_effect"), 0.0, 1.0),
+        run_sd=check_float(data.get("run_sd", gate.run_sd), at.key("run_sd"), 0.0, 1.0),
+        min_runs=check_int(data.get("min_runs", gate.min_runs), at.key("min_runs"), 2, MAX_BASELINE_RUNS),
     )
 
 
-def _parse_draft_floors(value: object, at: _At,
+def _parse_draft_floors(value: object, at: At,
                         draft_names: Sequence[str] | None) -> tuple[tuple[str, Floors], ...]:
     if value is None:
         return ()
@@ -66,14 +66,14 @@ def _parse_draft_floors(value: object, at: _At,
         if not isinstance(name, str):
             raise at.error(name, "a draft name (a string) as key", "quote the draft name")
         if draft_names is not None and name not in draft_names:
-            raise ConfigError(f"{at.source}: {at.path}: unknown draft {name!r}; {_suggest(name, draft_names)}"
+            raise ConfigError(f"{at.source}: {at.path}: unknown draft {name!r}; {suggest(name, draft_names)}"
                               f"known drafts: {', '.join(draft_names)}; fix: name a draft of the suite or "
                               "remove the entry")
         pairs.append((name, _parse_floors(floors, at.key(name), NO_FLOORS)))
     return tuple(sorted(pairs))
 
 
-def _check_draft_keys_placement(value: object, at: _At, draft_names: Sequence[str] | None) -> None:
+def _check_draft_keys_placement(value: object, at: At, draft_names: Sequence[str] | None) -> None:
     """A draft's name used as a key beside ``default`` (instead of under ``drafts:``) gets its own hint."""
     if not isinstance(value, Mapping) or not draft_names:
         return
@@ -84,9 +84,9 @@ def _check_draft_keys_placement(value: object, at: _At, draft_names: Sequence[st
                               "(valid keys here: " + ", ".join(THRESHOLD_KEYS) + ")")
 
 
-def _parse_thresholds(value: object, at: _At, draft_names: Sequence[str] | None) -> Thresholds:
+def parse_thresholds_at(value: object, at: At, draft_names: Sequence[str] | None) -> Thresholds:
     _check_draft_keys_placement(value, at, draft_names)
-    data = _mapping(value, at, THRESHOLD_KEYS)
+    data = check_mapping(value, at, THRESHOLD_KEYS)
     return Thresholds(
         default=_parse_floors(data.get("default"), at.key("default")),
         drafts=_parse_draft_floors(data.get("drafts"), at.key("drafts"), draft_names),
@@ -102,7 +102,7 @@ def parse_thresholds(data: object, *, source: str = "<thresholds>",
     null (an empty file) means all defaults. With ``draft_names``, a per-draft entry naming
     none of them is a ConfigError.
     """
-    return _parse_thresholds(data, _At(source), draft_names)
+    return parse_thresholds_at(data, At(source), draft_names)
 
 
 def load_thresholds(path: str | Path, *, draft_names: Sequence[str] | None = None) -> Thresholds:

@@ -6,7 +6,7 @@ speculative method it lacks, a parallel size larger than the machine) is checked
 
 from __future__ import annotations
 
-from specperf.config.checks import _At, _bool, _choice, _float, _int, _mapping, _show
+from specperf.config.checks import At, check_bool, check_choice, check_float, check_int, check_mapping, show_value
 from specperf.config.schema import (
     MAX_BATCH_SIZE,
     MAX_PARALLEL,
@@ -19,7 +19,7 @@ from specperf.config.schema import (
 MAX_MODEL_LEN = 1 << 24
 
 
-def _spec_extras(value: object, at: _At) -> tuple[tuple[str, str | int | float | bool | None], ...]:
+def _spec_extras(value: object, at: At) -> tuple[tuple[str, str | int | float | bool | None], ...]:
     """speculative_config extras: scalar values by key, sorted; num_speculative_tokens is the suite's k."""
     if value is None:
         return ()
@@ -35,26 +35,26 @@ def _spec_extras(value: object, at: _At) -> tuple[tuple[str, str | int | float |
                                     "remove it and list the block sizes in k")
         if item is not None and not isinstance(item, (str, int, float, bool)):
             raise at.key(key).error(item, "a string, number, boolean or null",
-                                    f"write {key} as a plain value ({_show(item)} is not one)")
+                                    f"write {key} as a plain value ({show_value(item)} is not one)")
         extras.append((key, item))
     return tuple(sorted(extras))
 
 
-def parse_vllm(value: object, at: _At) -> VllmSpec:
+def parse_vllm(value: object, at: At) -> VllmSpec:
     """A ``vllm:`` mapping; every key optional, unknown keys refused with the closest valid one."""
-    data = _mapping(value, at, VLLM_KEYS)
+    data = check_mapping(value, at, VLLM_KEYS)
     tp, pp = data.get("tensor_parallel_size"), data.get("pipeline_parallel_size")
     backend, memory = data.get("distributed_executor_backend"), data.get("gpu_memory_utilization")
     seqs, length, eager = data.get("max_num_seqs"), data.get("max_model_len"), data.get("enforce_eager")
     return VllmSpec(
-        tensor_parallel_size=None if tp is None else _int(tp, at.key("tensor_parallel_size"), 1, MAX_PARALLEL),
-        pipeline_parallel_size=None if pp is None else _int(pp, at.key("pipeline_parallel_size"), 1, MAX_PARALLEL),
-        distributed_executor_backend=None if backend is None else _choice(
+        tensor_parallel_size=None if tp is None else check_int(tp, at.key("tensor_parallel_size"), 1, MAX_PARALLEL),
+        pipeline_parallel_size=None if pp is None else check_int(pp, at.key("pipeline_parallel_size"), 1, MAX_PARALLEL),
+        distributed_executor_backend=None if backend is None else check_choice(
             backend, at.key("distributed_executor_backend"), VLLM_EXECUTOR_BACKENDS),
-        gpu_memory_utilization=None if memory is None else _float(
+        gpu_memory_utilization=None if memory is None else check_float(
             memory, at.key("gpu_memory_utilization"), 0.0, 1.0, open_bounds=True),
-        max_num_seqs=None if seqs is None else _int(seqs, at.key("max_num_seqs"), 1, MAX_BATCH_SIZE),
-        max_model_len=None if length is None else _int(length, at.key("max_model_len"), 16, MAX_MODEL_LEN),
-        enforce_eager=None if eager is None else _bool(eager, at.key("enforce_eager")),
+        max_num_seqs=None if seqs is None else check_int(seqs, at.key("max_num_seqs"), 1, MAX_BATCH_SIZE),
+        max_model_len=None if length is None else check_int(length, at.key("max_model_len"), 16, MAX_MODEL_LEN),
+        enforce_eager=None if eager is None else check_bool(eager, at.key("enforce_eager")),
         speculative_config=_spec_extras(data.get("speculative_config"), at.key("speculative_config")),
     )

@@ -1,7 +1,7 @@
 """Prompt data: records and templates, sources, slices, context fitting, and the synthetic embedded set."""
 
 from specperf.data.fit import POLICIES, FitResult, fit_prompts
-from specperf.data.records import DEFAULT_TEMPLATE, Record, render_prompt
+from specperf.data.prompt import DEFAULT_TEMPLATE, Record, render_prompt
 from specperf.data.slices import SliceSpec, apply_slice, parse_slice
 from specperf.data.sources import HF_CONFIGS, SOURCES, load_records
 

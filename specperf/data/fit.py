@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from specperf.data.records import DEFAULT_TEMPLATE, Record, check_template, render_prompt
+from specperf.data.prompt import DEFAULT_TEMPLATE, Record, check_template, render_prompt
 from specperf.errors import ContextLengthError, DataError
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from specperf.data.records import Record
+from specperf.data.prompt import Record
 from specperf.errors import DataError
 
 SLICE_FORMS = "'all', '<start>:<stop>' (e.g. '0:32'), 'head:<n>', 'random:<n>[:seed=<int>]'"

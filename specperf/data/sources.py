@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from specperf.data import synth
-from specperf.data.records import DEFAULT_TEMPLATE, Record, check_template, render_prompt
+from specperf.data.prompt import DEFAULT_TEMPLATE, Record, check_template, render_prompt
 from specperf.errors import DataError
 
 logger = logging.getLogger(__name__)

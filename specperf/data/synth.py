@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from specperf.data.records import DEFAULT_TEMPLATE, render_prompt
+from specperf.data.prompt import DEFAULT_TEMPLATE, render_prompt
 from specperf.data.synth_words import (
     COMPARATORS,
     CONDITIONS,

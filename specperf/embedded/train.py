@@ -3,8 +3,8 @@
     python -m specperf.embedded.train --out specperf/embedded/weights
 
 Fixed seeds throughout. The corpus is the synthetic PubMedQA-shaped train split (specperf.data.synth), never
-the eval split the benchmark prompts come from. Progress is logged; the whole recipe fits in about 30 minutes on a
-2-core CPU. The result is a byte-level BPE tokenizer shared by all models, a GPT-2 verifier trained on the corpus,
+the eval split the benchmark prompts come from. Progress is logged; the step counts are sized for a 30-minute budget
+on a 2-core CPU. The result is a byte-level BPE tokenizer shared by all models, a GPT-2 verifier trained on the corpus,
 and GPT-2 drafts of graded sizes distilled from the verifier (KL to its next-token distribution, plus cross-entropy).
 """
 

@@ -25,8 +25,8 @@ from specperf.engine.decode import validate
 from specperf.engine.drafters.base import Drafter
 from specperf.engine.drafters.model import ModelDrafter
 from specperf.engine.forward import model_device
-from specperf.engine.result import StepCounters
 from specperf.engine.sampling import choose, make_generator, sample, to_probs
+from specperf.engine.step_counters import StepCounters
 from specperf.engine.timing import Clock
 from specperf.errors import ConfigError
 from specperf.records import DecodeResult
@@ -46,7 +46,7 @@ def verify_batch(logits: torch.Tensor, proposal: BatchProposal, temperature: flo
         fallback = logits.argmax(dim=-1)  # (B, kmax+1)
         ok = (draft == fallback[:, :kmax]) & in_block  # (B, kmax)
     else:
-        ok, fallback = _rejection_sample(logits, proposal, temperature, generator, in_block)
+        ok, fallback = rejection_sample(logits, proposal, temperature, generator, in_block)
     n = ok.long().cumprod(dim=1).sum(dim=1)  # (B,) leading accepted drafts
     host = torch.cat([n[:, None], draft, fallback], dim=1).tolist()  # the step's one host sync
     counts = [row[0] for row in host]
@@ -54,8 +54,8 @@ def verify_batch(logits: torch.Tensor, proposal: BatchProposal, temperature: flo
     return counts, committed
 
 
-def _rejection_sample(logits: torch.Tensor, proposal: BatchProposal, temperature: float,
-                      generator: torch.Generator, in_block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rejection_sample(logits: torch.Tensor, proposal: BatchProposal, temperature: float,
+                     generator: torch.Generator, in_block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Rejection sampling per row (Leviathan et al. 2023), as verify_sampling, for all rows at once.
 
     p = softmax(logits / T) is the verifier's (B, kmax+1, V); q the draft's (B, kmax, V), one-hot on the drafted

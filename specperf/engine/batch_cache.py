@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from specperf.engine.cache import RollbackCache, rollback
-from specperf.engine.forward import _cache_keyword, new_cache
+from specperf.engine.forward import cache_keyword, new_cache
 
 PAD = 0  # token id fed in masked slots; never attended to, so any id in the vocabulary will do
 
@@ -48,7 +48,7 @@ class BatchState:
         self._reserve(self.length + width)
         self.mask[:, self.length : self.length + width] = torch.tensor(valid, dtype=torch.long).to(self.device)
         self.length += width
-        kwargs = {_cache_keyword(type(self.model)): self.cache}  # type: ignore[arg-type]  # classes hash by identity
+        kwargs = {cache_keyword(type(self.model)): self.cache}  # type: ignore[arg-type]  # classes hash by identity
         out = self.model(
             input_ids=tokens,  # (B, w)
             attention_mask=self.mask[:, : self.length],  # (B, L)

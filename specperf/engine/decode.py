@@ -11,9 +11,9 @@ from specperf.config.schema import MAX_K
 from specperf.engine.cache import RollbackCache, rollback
 from specperf.engine.drafters.base import Drafter, Proposal
 from specperf.engine.drafters.model import ModelDrafter
-from specperf.engine.forward import context_window, forward, model_device, new_cache, vocab_size
-from specperf.engine.result import StepCounters
+from specperf.engine.forward import ModelForward, as_forward, context_window, model_device, new_cache, vocab_size
 from specperf.engine.sampling import choose, make_generator
+from specperf.engine.step_counters import StepCounters
 from specperf.engine.timing import Clock
 from specperf.engine.verify import Verdict, verify_greedy, verify_sampling
 from specperf.errors import ConfigError, ContextLengthError, ModelError
@@ -87,14 +87,14 @@ def validate(
         )
 
 
-def _prefill(verifier: torch.nn.Module, cache: RollbackCache, req: _Request) -> torch.Tensor:
+def _prefill(verifier: ModelForward, cache: RollbackCache, req: _Request) -> torch.Tensor:
     """Feed the prompt; return the first new token (1,). Its logits are the only ones projected."""
-    logits = forward(verifier, req.prompt, cache, 1)[:, -1]  # (1, V)
+    logits = verifier(req.prompt, cache, 1)[:, -1]  # (1, V)
     token, _ = choose(logits, req.temperature, req.generator)  # (1,)
     return token
 
 
-def _baseline_loop(verifier: torch.nn.Module, req: _Request) -> DecodeResult:
+def _baseline_loop(verifier: ModelForward, req: _Request) -> DecodeResult:
     """Verifier-only decoding, KV-cached, one token per forward: the denominator of every speedup."""
     cache = new_cache()
     start = req.clock.now()
@@ -104,7 +104,7 @@ def _baseline_loop(verifier: torch.nn.Module, req: _Request) -> DecodeResult:
     produced = [token]
     stop = "eos" if first == req.eos_token_id else "length"
     while stop == "length" and len(produced) < req.max_new_tokens:
-        logits = forward(verifier, token.view(1, 1), cache, 1)[:, -1]  # (1, V)
+        logits = verifier(token.view(1, 1), cache, 1)[:, -1]  # (1, V)
         token, _ = choose(logits, req.temperature, req.generator)  # (1,)
         produced.append(token)
         # Stopping at EOS needs its value on the host; without an EOS id the loop never syncs.
@@ -126,7 +126,7 @@ def _empty_proposal(device: torch.device) -> Proposal:
 
 
 def _speculative_step(
-    verifier: torch.nn.Module,
+    verifier: ModelForward,
     cache: RollbackCache,
     drafter: Drafter,
     seq: list[int],
@@ -138,7 +138,7 @@ def _speculative_step(
     proposal = drafter.propose(seq, pending, block_k) if block_k else _empty_proposal(pending.device)
     n_drafted = len(proposal)
     block = torch.cat([pending, proposal.tokens]).unsqueeze(0)  # (1, k'+1): [pending, d_1..d_k']
-    logits = forward(verifier, block, cache, n_drafted + 1)[0]  # (k'+1, V)
+    logits = verifier(block, cache, n_drafted + 1)[0]  # (k'+1, V)
     if req.temperature == 0.0:
         verdict = verify_greedy(logits, proposal.tokens)
     else:
@@ -155,7 +155,7 @@ def _cut_at_eos(tokens: list[int], eos_token_id: int | None) -> tuple[list[int],
     return tokens, False
 
 
-def _speculative_loop(verifier: torch.nn.Module, drafter: Drafter, k: int, req: _Request) -> DecodeResult:
+def _speculative_loop(verifier: ModelForward, drafter: Drafter, k: int, req: _Request) -> DecodeResult:
     """Speculative decoding of one request; the drafter proposes, one verifier forward checks each block."""
     counters = StepCounters(k)
     cache = new_cache()
@@ -194,7 +194,7 @@ def _speculative_loop(verifier: torch.nn.Module, drafter: Drafter, k: int, req: 
 
 
 def decode(
-    verifier: torch.nn.Module,
+    verifier: torch.nn.Module | ModelForward,
     prompt_ids: torch.Tensor | Sequence[int],
     *,
     drafter: Drafter | None = None,
@@ -206,17 +206,20 @@ def decode(
 ) -> DecodeResult:
     """Decode one prompt with ``verifier``; speculatively when a ``drafter`` is given.
 
+    verifier: the model, or its :class:`ModelForward` (e.g. a loaded model's ``forward``), which fixes the forward it
+    runs and is built once; a bare module runs the lean GPT-2 forward where it supports it, checked at each call.
     prompt_ids: (1, T) or (T,) tensor, or a list of T token ids. k: draft block size (ignored without a drafter).
     temperature 0 is greedy (token-for-token the verifier's output); > 0 samples with rejection sampling, so the
     output distribution is the verifier's. Stops at ``eos_token_id`` (emitted) or after ``max_new_tokens``.
     """
-    device = model_device(verifier)
+    run = as_forward(verifier)
+    device = model_device(run.model)
     prompt = as_prompt_tensor(prompt_ids, device)
-    validate(verifier, drafter, k=k, max_new_tokens=max_new_tokens, temperature=temperature,
+    validate(run.model, drafter, k=k, max_new_tokens=max_new_tokens, temperature=temperature,
              prompt_len=prompt.shape[1])
     req = _Request(prompt, max_new_tokens, float(temperature), eos_token_id, make_generator(device, seed),
                    Clock(device))
     with torch.inference_mode():
         if drafter is None:
-            return _baseline_loop(verifier, req)
-        return _speculative_loop(verifier, drafter, k, req)
+            return _baseline_loop(run, req)
+        return _speculative_loop(run, drafter, k, req)

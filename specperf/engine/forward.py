@@ -1,4 +1,9 @@
-"""One forward pass of a causal LM over new tokens, with the engine's cache."""
+"""One forward pass of a causal LM over new tokens, with the engine's cache, through the forward chosen for it.
+
+:class:`ModelForward` is what the engine runs: a model and its forward (the suite's ``forward:`` key), the lean GPT-2
+forward built once when it is made. The decoding loops, the draft model, the probes and the audit take one; their
+public entry points also take a bare module, which runs the lean forward where the model supports it.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,14 @@ import inspect
 
 import torch
 
+from specperf.config.schema import FORWARDS
 from specperf.engine.cache import RollbackCache
-from specperf.engine.lean_gpt2 import lean_forward
+from specperf.engine.lean_gpt2 import LeanGPT2, supports_lean
 
 
 @functools.cache
-def _cache_keyword(model_class: type) -> str:
+def cache_keyword(model_class: type) -> str:
+    """The keyword ``model_class.forward`` takes its cache by."""
     # transformers 5 renamed `past_key_values` to `cache`; some model classes may still only take the old name.
     params = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
@@ -23,24 +30,63 @@ def new_cache() -> RollbackCache:
     return RollbackCache()
 
 
+class ModelForward:
+    """A causal LM and the forward the engine runs it with: ``"lean"``, the lean GPT-2 forward where the model
+    supports it (bitwise the same logits, a fraction of transformers' per-call overhead), else transformers'; or
+    ``"transformers"``, always transformers' own.
+
+    The model is checked, and its lean forward built, once, here: hooks or swapped modules inside it keep transformers'
+    forward if present now. Hooks registered on the model itself do not run with the lean forward; register them on
+    :attr:`lean`, a Module, as the time breakdown does.
+    """
+
+    def __init__(self, model: torch.nn.Module, path: str = "lean") -> None:
+        if path not in FORWARDS:
+            raise ValueError(f"forward must be 'lean' or 'transformers', got {path!r}")
+        self.model = model
+        self.path = path
+        self._built = LeanGPT2(model) if path == "lean" and supports_lean(model) else None
+
+    @property
+    def lean(self) -> LeanGPT2 | None:
+        """The lean forward a call runs now; None where transformers' forward runs: chosen, not a plain GPT-2, the
+        model in training mode, or its attention implementation no longer sdpa."""
+        lean = self._built
+        if lean is None or self.model.training or lean.config._attn_implementation != "sdpa":
+            return None
+        return lean
+
+    def __call__(self, input_ids: torch.Tensor, cache: RollbackCache, logits_to_keep: int) -> torch.Tensor:
+        """Run the model on ``input_ids`` (B, n) appended to ``cache``; return the last ``logits_to_keep`` logits.
+
+        Keeping only the logits that are used skips the vocabulary projection of every prompt position at prefill.
+        Returns (B, logits_to_keep, V).
+        """
+        lean = self.lean
+        if lean is not None:
+            return lean(input_ids, cache, logits_to_keep)  # (B, logits_to_keep, V)
+        kwargs = {cache_keyword(type(self.model)): cache}  # type: ignore[arg-type]  # classes hash by identity
+        out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
+        return out.logits  # (B, logits_to_keep, V)
+
+
+def as_forward(model: torch.nn.Module | ModelForward) -> ModelForward:
+    """``model`` if it is a :class:`ModelForward`; a bare module with the lean forward where it supports it (checked
+    and built at each call of this function: pass a ModelForward to do that once)."""
+    return model if isinstance(model, ModelForward) else ModelForward(model)
+
+
 def forward(
-    model: torch.nn.Module,
+    model: torch.nn.Module | ModelForward,
     input_ids: torch.Tensor,
     cache: RollbackCache,
     logits_to_keep: int,
 ) -> torch.Tensor:
-    """Run ``model`` on ``input_ids`` (B, n) appended to ``cache``; return the last ``logits_to_keep`` logits.
+    """One forward of ``model`` (see :meth:`ModelForward.__call__`): input_ids (B, n); returns (B, logits_to_keep, V).
 
-    Keeping only the logits that are used skips the vocabulary projection of every prompt position at prefill.
-    GPT-2 models run the lean forward (bitwise the same logits, a fraction of transformers' per-call overhead).
-    Returns (B, logits_to_keep, V).
+    A bare module gets its forward from :func:`as_forward` at each call.
     """
-    lean = lean_forward(model)
-    if lean is not None:
-        return lean(input_ids, cache, logits_to_keep)  # (B, logits_to_keep, V)
-    kwargs = {_cache_keyword(type(model)): cache}  # type: ignore[arg-type]  # classes hash by identity
-    out = model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
-    return out.logits  # (B, logits_to_keep, V)
+    return as_forward(model)(input_ids, cache, logits_to_keep)
 
 
 def vocab_size(model: torch.nn.Module) -> int:

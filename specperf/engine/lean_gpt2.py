@@ -2,20 +2,19 @@
 
 transformers' GPT2LMHeadModel spends most of a single-token forward of a small model outside its matrix products:
 building the causal mask, the attention-interface dispatch, per-module ``__call__`` machinery, output dataclasses.
-On this project's CPU reference a 1-layer draft forward took ~1.1 ms of which the matrix products were ~0.2 ms. This
-module runs the same computation straight from the model's own parameters, in the order transformers runs it and with
-the same kernels (``addmm`` for Conv1D, ``layer_norm``, the model's own activation, ``scaled_dot_product_attention``
-with the same mask rule), so its logits are bitwise equal to ``model(...)``'s: tests/test_lean_gpt2.py checks this
-at prefill, single tokens, blocks after a cache and after a rollback.
+This module runs the same computation straight from the model's own parameters, in the order transformers runs it and
+with the same kernels (``addmm`` for Conv1D, ``layer_norm``, the model's own activation,
+``scaled_dot_product_attention`` with the same mask rule), so its logits are bitwise equal to ``model(...)``'s:
+tests/test_lean_gpt2.py checks this at prefill, single tokens, blocks after a cache and after a rollback.
 
 It reads the parameters at each call, so it follows ``model.to(...)``; it writes keys and values through the engine's
 cache (``cache.update``), so rollback and every cache consumer are unchanged. Models that are not plain GPT-2 (see
-``lean_forward``: cross attention, training mode, hooks or swapped modules, quantizers) keep transformers' forward.
+:func:`supports_lean`: cross attention, hooks or swapped modules, quantizers) keep transformers' forward. Which
+forward a model runs is chosen by :class:`specperf.engine.forward.ModelForward`, which holds the lean forward it builds.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,7 +54,7 @@ class LeanGPT2(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        gpt2: Any = model  # a GPT2LMHeadModel (see _supported); its submodules are read by name
+        gpt2: Any = model  # a GPT2LMHeadModel (see supports_lean); its submodules are read by name
         body = gpt2.transformer
         self.config = gpt2.config  # read at each call: an attention implementation set later ends the lean path
         # A tuple, so the model's modules do not become this module's children.
@@ -106,10 +105,6 @@ def _block_mask(past: int, n: int, device: torch.device) -> torch.Tensor:
     return (keys[None, :] <= queries[:, None])[None, None]  # (1, 1, n, L)
 
 
-_LEAN: weakref.WeakKeyDictionary[torch.nn.Module, LeanGPT2 | None] = weakref.WeakKeyDictionary()
-_TRANSFORMERS: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()  # models set to transformers' forward
-
-
 def _plain_modules(model: Any) -> bool:
     """The exact module types transformers' GPT-2 builds, and no hooks on them: anything injected (LoRA, quantized
     layers, a hook that edits activations) changes what transformers computes and the lean forward would not."""
@@ -126,7 +121,10 @@ def _plain_modules(model: Any) -> bool:
     return not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules() if m is not model)
 
 
-def _supported(model: torch.nn.Module) -> bool:
+def supports_lean(model: torch.nn.Module) -> bool:
+    """Whether the lean forward computes exactly what transformers' forward of ``model`` does: a plain
+    GPT2LMHeadModel with sdpa attention, no cross attention, no device map, quantizer or PEFT adapter, and only the
+    module types transformers builds, without hooks. Training mode is checked at each call, not here."""
     from transformers import GPT2LMHeadModel
 
     config: Any = model.config
@@ -135,34 +133,3 @@ def _supported(model: torch.nn.Module) -> bool:
     if any(getattr(model, name, None) for name in ("hf_device_map", "hf_quantizer", "_hf_peft_config_loaded")):
         return False
     return _plain_modules(model)
-
-
-def choose_forward(model: torch.nn.Module, path: str) -> bool:
-    """Set how the engine runs ``model``: ``"lean"`` (where supported) or ``"transformers"``. Returns whether the
-    lean forward is in use now. The lean forward is built (and the model checked) again on the next call."""
-    if path not in ("lean", "transformers"):
-        raise ValueError(f"forward must be 'lean' or 'transformers', got {path!r}")
-    _LEAN.pop(model, None)
-    if path == "transformers":
-        _TRANSFORMERS.add(model)
-    else:
-        _TRANSFORMERS.discard(model)
-    return lean_forward(model) is not None
-
-
-def lean_forward(model: torch.nn.Module) -> LeanGPT2 | None:
-    """The lean forward of ``model``, built once per model; None where transformers' forward must run: a model set
-    to it, in training mode, not a plain GPT-2, or whose attention implementation is no longer sdpa.
-
-    Hooks registered on the model itself do not run with the lean forward (register them on the lean forward, a
-    Module); hooks or swapped modules inside it keep transformers' forward if present when the lean one is built,
-    which happens on the first call or after ``choose_forward``.
-    """
-    if model.training or model in _TRANSFORMERS:
-        return None
-    if model not in _LEAN:
-        _LEAN[model] = LeanGPT2(model) if _supported(model) else None
-    lean = _LEAN[model]
-    if lean is not None and lean.config._attn_implementation != "sdpa":
-        return None
-    return lean

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from specperf.analysis.ab import DIFFERENT, SAME, SPEEDUP, WALL, WORK_FIELDS, AbResult, Metric, WorkDifference
 from specperf.output.files import atomic_write
-from specperf.output.plot_base import DPI, _save, _wrap
-from specperf.output.tables import _table
+from specperf.output.plot_base import DPI, save_png, wrap_label
+from specperf.output.tables import aligned_table
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -67,7 +67,7 @@ def ab_table(results: Sequence[AbResult]) -> list[str]:
     case, metric, each side's median (s for wall, x for speedup), B/A, its interval, the decision and the pairs."""
     # A pipe inside a cell (an odd hub id) would split the markdown column.
     rows = [[cell.replace("|", "\\|") for cell in _cells(r)] for r in sorted_results(results)]
-    return _table(AB_HEADER, rows)
+    return aligned_table(AB_HEADER, rows)
 
 
 # =========================================================================== ab.md
@@ -177,7 +177,7 @@ def ab_figure(results: Sequence[AbResult], *, min_effect: float) -> Figure:
     axes = fig.subplots(1, len(names), sharey=True, squeeze=False)[0]
     for ax, name in zip(axes, names):
         _forest(ax, [r for r in ordered if r.metric == name], cases, min_effect)
-    axes[0].set_yticks(range(len(cases)), [_wrap(c, 48) for c in cases], fontsize=8)
+    axes[0].set_yticks(range(len(cases)), [wrap_label(c, 48) for c in cases], fontsize=8)
     axes[0].set_ylim(len(cases) - 0.5, -0.5)  # the first case on top, as in the table
     axes[0].set_ylabel("case (pytest id)")
     _legend(fig, axes)
@@ -189,7 +189,7 @@ def ab_figure(results: Sequence[AbResult], *, min_effect: float) -> Figure:
 def plot_ab(results: Sequence[AbResult], path: Path, *, min_effect: float) -> Path:
     """Draw :func:`ab_figure` and write it to ``path`` as PNG, atomically; return ``path``."""
     path = Path(path)
-    _save(ab_figure(results, min_effect=min_effect), path)
+    save_png(ab_figure(results, min_effect=min_effect), path)
     return path
 
 
@@ -219,7 +219,7 @@ def write_ab_report(results: Sequence[AbResult], work_differences: Sequence[Work
     if figure is None:
         text += "\n## Plot\n\n_Skipped: no case was compared._\n"
     else:
-        _save(figure, out_dir / "ab.png")
+        save_png(figure, out_dir / "ab.png")
         text += "\n## Plot\n\n![B / A per case and metric](ab.png)\n"
     text += "\nCSV: [ab.csv](ab.csv)\n"
     path = out_dir / "ab.md"

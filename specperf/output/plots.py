@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from specperf.output.plot_base import (
-    _HEADROOM,
+    HEADROOM,
     Cases,
     Plot,
-    _finish,
-    _grouped_bars,
-    _has_values,
-    _new_figure,
-    _num,
-    _save,
-    _unique,
     draft_cases,
+    finish_figure,
+    grouped_bars,
+    has_values,
+    new_figure,
+    plottable,
+    save_png,
+    unique_values,
 )
 from specperf.output.plots_insight import plot_acceptance, plot_predicted_k, plot_time_breakdown
 from specperf.output.tables import case_speedup, is_draft_case
@@ -39,31 +39,31 @@ log = logging.getLogger(__name__)
 
 def plot_latency(cases: Cases) -> Figure | str:
     """Latency p50 and p95 per case, baseline included."""
-    if not _has_values(v for info in cases.values() for v in (info.get("latency_p50"), info.get("latency_p95"))):
+    if not has_values(v for info in cases.values() for v in (info.get("latency_p50"), info.get("latency_p95"))):
         return "no case reports latency_p50 or latency_p95"
-    return _grouped_bars(cases, [("p50", lambda i: i.get("latency_p50")), ("p95", lambda i: i.get("latency_p95"))],
-                         "latency per request (s/token)", "Latency p50 and p95 per case (lower is better)")
+    return grouped_bars(cases, [("p50", lambda i: i.get("latency_p50")), ("p95", lambda i: i.get("latency_p95"))],
+                        "latency per request (s/token)", "Latency p50 and p95 per case (lower is better)")
 
 
 def plot_throughput(cases: Cases) -> Figure | str:
     """Throughput p50 and p95 per case, baseline included."""
     keys = ("throughput_p50", "throughput_p95")
-    if not _has_values(info.get(key) for info in cases.values() for key in keys):
+    if not has_values(info.get(key) for info in cases.values() for key in keys):
         return "no case reports throughput_p50 or throughput_p95"
-    return _grouped_bars(cases, [("p50", lambda i: i.get(keys[0])), ("p95", lambda i: i.get(keys[1]))],
-                         "throughput per request (tokens/s)", "Throughput p50 and p95 per case (higher is better)")
+    return grouped_bars(cases, [("p50", lambda i: i.get(keys[0])), ("p95", lambda i: i.get(keys[1]))],
+                        "throughput per request (tokens/s)", "Throughput p50 and p95 per case (higher is better)")
 
 
 def plot_speedup(cases: Cases) -> Figure | str:
     """Speedup of each draft case over verifier-only decoding, with the 1.0x line."""
     drafts = draft_cases(cases)
-    if not _has_values(info.get("speedup") for info in drafts.values()):
+    if not has_values(info.get("speedup") for info in drafts.values()):
         return "no draft case reports speedup"
-    fig = _grouped_bars(drafts, [("speedup (p50 latency ratio)", case_speedup)],
-                        "speedup over verifier-only decoding (x)", "Speedup per draft case")
+    fig = grouped_bars(drafts, [("speedup (p50 latency ratio)", case_speedup)],
+                       "speedup over verifier-only decoding (x)", "Speedup per draft case")
     ax = fig.axes[0]
     ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="verifier-only baseline (1.0x)")
-    ax.set_ylim(0.0, max(ax.get_ylim()[1], _HEADROOM))  # the 1.0x line stays in view when every case is slower
+    ax.set_ylim(0.0, max(ax.get_ylim()[1], HEADROOM))  # the 1.0x line stays in view when every case is slower
     ax.legend(fontsize=8, loc="upper left", ncols=2)
     return fig
 
@@ -71,17 +71,17 @@ def plot_speedup(cases: Cases) -> Figure | str:
 def plot_speedup_vs_k(cases: Cases) -> Figure | str:
     """Speedup against block size k: one line per draft (and slice, when there are several)."""
     drafts = draft_cases(cases)
-    slices, sizes = _unique(drafts, "slice"), _unique(drafts, "batch_size")
+    slices, sizes = unique_values(drafts, "slice"), unique_values(drafts, "batch_size")
     lines: dict[str, list[tuple[float, float]]] = {}
     for info in drafts.values():
-        k, speedup = _num(info.get("k")), _num(info.get("speedup"))
+        k, speedup = plottable(info.get("k")), plottable(info.get("speedup"))
         if math.isfinite(k) and math.isfinite(speedup):
             name = (str(info.get("draft")) + (f" ({info.get('slice')})" if len(slices) > 1 else "")
                     + (f" batch {info.get('batch_size', 1)}" if len(sizes) > 1 else ""))
             lines.setdefault(name, []).append((k, speedup))
     if not lines:
         return "no draft case reports both k and speedup"
-    fig, ax = _new_figure(0, width=8.0)
+    fig, ax = new_figure(0, width=8.0)
     for name, points in lines.items():
         ks, speedups = zip(*sorted(points))
         ax.plot(ks, speedups, marker="o", label=name)
@@ -90,17 +90,17 @@ def plot_speedup_vs_k(cases: Cases) -> Figure | str:
     ax.set_xlabel("block size k (draft tokens per verifier call)")
     ax.set_ylabel("speedup over verifier-only decoding (x)")
     ax.legend(fontsize=8)
-    return _finish(fig, ax, "Speedup against block size k", cases)
+    return finish_figure(fig, ax, "Speedup against block size k", cases)
 
 
 def plot_position_acceptance(cases: Cases) -> Figure | str:
     """Acceptance at each block position, one line per draft case."""
-    curves = {case_id: [_num(v) for v in info["position_acceptance"]]
+    curves = {case_id: [plottable(v) for v in info["position_acceptance"]]
               for case_id, info in draft_cases(cases).items()
-              if isinstance(info.get("position_acceptance"), list) and _has_values(info["position_acceptance"])}
+              if isinstance(info.get("position_acceptance"), list) and has_values(info["position_acceptance"])}
     if not curves:
         return "no draft case reports position_acceptance (e.g. transformers' assisted generation hides it)"
-    fig, ax = _new_figure(0, width=8.0)
+    fig, ax = new_figure(0, width=8.0)
     for case_id, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", label=case_id)
     ax.set_xticks(range(1, max(len(c) for c in curves.values()) + 1))
@@ -108,17 +108,17 @@ def plot_position_acceptance(cases: Cases) -> Figure | str:
     ax.set_xlabel("block position (1 = first draft token)")
     ax.set_ylabel("acceptance at position (fraction, 0..1)")
     ax.legend(fontsize=7, ncols=2 if len(curves) > 6 else 1)
-    return _finish(fig, ax, "Per-position draft acceptance", cases)
+    return finish_figure(fig, ax, "Per-position draft acceptance", cases)
 
 
 def plot_expected_speedup(cases: Cases) -> Figure | str:
     """Measured speedup against Leviathan's expected speedup, with the y = x line."""
-    points = {case_id: (_num(info.get("expected_speedup")), _num(info.get("speedup")))
+    points = {case_id: (plottable(info.get("expected_speedup")), plottable(info.get("speedup")))
               for case_id, info in draft_cases(cases).items()}
     points = {c: p for c, p in points.items() if all(math.isfinite(v) for v in p)}
     if not points:
         return "no draft case reports both expected_speedup and speedup"
-    fig, ax = _new_figure(0, height=6.4, width=7.6)  # square-ish, so y = x reads as the diagonal
+    fig, ax = new_figure(0, height=6.4, width=7.6)  # square-ish, so y = x reads as the diagonal
     xs, ys = zip(*points.values())
     ax.scatter(xs, ys, zorder=3)
     for case_id, (x, y) in points.items():
@@ -131,18 +131,18 @@ def plot_expected_speedup(cases: Cases) -> Figure | str:
     ax.set_ylabel("measured speedup (x)")
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    return _finish(fig, ax, "Measured against expected speedup", cases)
+    return finish_figure(fig, ax, "Measured against expected speedup", cases)
 
 
 def _batch_lines(cases: Cases, value: Callable[[Mapping[str, Any]], Any],
                  drafts_only: bool) -> dict[str, list[tuple[float, float]]]:
     """name -> (batch size, value) points: one line per (draft, k) and slice, and one for the baseline."""
-    slices = _unique(cases, "slice")
+    slices = unique_values(cases, "slice")
     lines: dict[str, list[tuple[float, float]]] = {}
     for info in cases.values():
         if drafts_only and not is_draft_case(info):
             continue
-        size, y = _num(info.get("batch_size", 1)), _num(value(info))
+        size, y = plottable(info.get("batch_size", 1)), plottable(value(info))
         if not (math.isfinite(size) and math.isfinite(y)):
             continue
         name = f"{info.get('draft')} k={info.get('k')}" if is_draft_case(info) else "verifier-only baseline"
@@ -152,7 +152,7 @@ def _batch_lines(cases: Cases, value: Callable[[Mapping[str, Any]], Any],
 
 
 def _batch_axes(lines: dict[str, list[tuple[float, float]]], ylabel: str) -> tuple[Figure, Axes]:
-    fig, ax = _new_figure(0, width=8.0)
+    fig, ax = new_figure(0, width=8.0)
     for name, points in lines.items():
         sizes, values = zip(*points)
         ax.plot(sizes, values, marker="o", label=name, linestyle=":" if name.startswith("verifier") else "-")
@@ -170,9 +170,9 @@ def plot_throughput_vs_batch(cases: Cases) -> Figure | str:
     if not lines:
         return "the run has one batch size (set batch_size: [1, 4, 8] or --specperf-batch=1,4,8)"
     fig, ax = _batch_axes(lines, "aggregate throughput (tok/s, whole batch)")
-    ax.set_ylim(0.0, max(v for points in lines.values() for _, v in points) * _HEADROOM)
+    ax.set_ylim(0.0, max(v for points in lines.values() for _, v in points) * HEADROOM)
     ax.legend(fontsize=8)
-    return _finish(fig, ax, "Aggregate throughput against batch size (higher is better)", cases)
+    return finish_figure(fig, ax, "Aggregate throughput against batch size (higher is better)", cases)
 
 
 def plot_speedup_vs_batch(cases: Cases) -> Figure | str:
@@ -187,9 +187,9 @@ def plot_speedup_vs_batch(cases: Cases) -> Figure | str:
         if losing:
             ax.annotate(f"below 1x from batch {int(min(losing))}", (min(losing), 1.0), textcoords="offset points",
                         xytext=(4, -12), fontsize=7)
-    ax.set_ylim(0.0, max(_HEADROOM, max(v for points in lines.values() for _, v in points) * _HEADROOM))
+    ax.set_ylim(0.0, max(HEADROOM, max(v for points in lines.values() for _, v in points) * HEADROOM))
     ax.legend(fontsize=8)
-    return _finish(fig, ax, "Speedup against batch size (where speculation stops paying)", cases)
+    return finish_figure(fig, ax, "Speedup against batch size (where speculation stops paying)", cases)
 
 
 @dataclass(frozen=True)
@@ -223,7 +223,7 @@ def write_plots(cases: Cases, out_dir: Path) -> list[str]:
             skipped.append(f"- {spec.title} (`{spec.stem}.png`): skipped, {result}.")
             log.info("plot %s skipped: %s", spec.stem, result)
             continue
-        _save(result, out_dir / f"{spec.stem}.png")
+        save_png(result, out_dir / f"{spec.stem}.png")
         section += [f"### {spec.title}", "", f"![{spec.title}]({spec.stem}.png)", ""]
     if skipped:
         section += ["### Skipped plots", "", *skipped, ""]

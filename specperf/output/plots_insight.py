@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from specperf.output.plot_base import _HEADROOM, Cases, _finish, _label, _new_figure, _num, draft_cases
+from specperf.output.plot_base import HEADROOM, Cases, case_label, draft_cases, finish_figure, new_figure, plottable
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -20,22 +20,23 @@ def plot_acceptance(cases: Cases) -> Figure | str:
               if isinstance(info.get("acceptance_per_request"), list) and info["acceptance_per_request"]}
     if not drafts:
         return "no draft case reports acceptance per request"
-    labels = [f"{_label(case_id, info)}\nn={len(info['acceptance_per_request'])}" for case_id, info in drafts.items()]
-    fig, ax = _new_figure(len(labels), height=5.2)
+    labels = [f"{case_label(case_id, info)}\nn={len(info['acceptance_per_request'])}"
+              for case_id, info in drafts.items()]
+    fig, ax = new_figure(len(labels), height=5.2)
     positions = list(range(1, len(labels) + 1))
-    ax.boxplot([[_num(v) for v in info["acceptance_per_request"]] for info in drafts.values()], positions=positions,
-               widths=0.5, showmeans=True, meanprops={"marker": "^", "markersize": 5})
-    ax.plot(positions, [_num(info.get("acceptance_aggregate")) for info in drafts.values()], linestyle="none",
+    ax.boxplot([[plottable(v) for v in info["acceptance_per_request"]] for info in drafts.values()],
+               positions=positions, widths=0.5, showmeans=True, meanprops={"marker": "^", "markersize": 5})
+    ax.plot(positions, [plottable(info.get("acceptance_aggregate")) for info in drafts.values()], linestyle="none",
             marker="o", markerfacecolor="none", label="timed requests' acceptance (engine counters)")
-    ax.plot(positions, [_num(info.get("alpha")) for info in drafts.values()], linestyle="none", marker="x",
+    ax.plot(positions, [plottable(info.get("alpha")) for info in drafts.values()], linestyle="none", marker="x",
             label="agreement alpha (per token)")
     ax.set_xticks(positions, labels, fontsize=8)
     ax.set_ylim(0.0, 1.15)
     ax.set_ylabel("draft acceptance per request (0..1)")
     ax.set_xlabel("case (model); n = prompts in the box")
     ax.legend(fontsize=7, loc="upper right")
-    return _finish(fig, ax, "Draft acceptance over prompts (box: per request; triangle: mean)", drafts,
-                   rotate=len(labels) > 3)
+    return finish_figure(fig, ax, "Draft acceptance over prompts (box: per request; triangle: mean)", drafts,
+                         rotate=len(labels) > 3)
 
 
 def plot_time_breakdown(cases: Cases) -> Figure | str:
@@ -43,28 +44,28 @@ def plot_time_breakdown(cases: Cases) -> Figure | str:
     import numpy as np
 
     shown = {case_id: info for case_id, info in cases.items()
-             if math.isfinite(_num(info.get("time_verifier_per_token")))}
+             if math.isfinite(plottable(info.get("time_verifier_per_token")))}
     if not shown:
         return "no case has a time breakdown (vLLM cases and --benchmark-disable runs have none)"
-    labels = [_label(case_id, info) for case_id, info in shown.items()]
-    fig, ax = _new_figure(len(labels))
+    labels = [case_label(case_id, info) for case_id, info in shown.items()]
+    fig, ax = new_figure(len(labels))
     x, bottom = np.arange(len(labels)), np.zeros(len(labels))
     for part, name in PARTS:
-        values = np.array([_num(info.get(f"time_{part}_per_token")) * 1e3 for info in shown.values()])
+        values = np.array([plottable(info.get(f"time_{part}_per_token")) * 1e3 for info in shown.values()])
         values = np.nan_to_num(values)
         ax.bar(x, values, 0.6, bottom=bottom, label=name)
         bottom += values
     for xi, total, info in zip(x, bottom, shown.values()):
-        share = _num(info.get("time_other_share"))
+        share = plottable(info.get("time_other_share"))
         ax.annotate(f"loop {share:.0%}", (xi, total), textcoords="offset points", xytext=(0, 2), ha="center",
                     fontsize=7)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("time per new token (ms)")
     ax.set_xlabel("case (model)")
-    ax.set_ylim(0.0, float(bottom.max()) * _HEADROOM)
+    ax.set_ylim(0.0, float(bottom.max()) * HEADROOM)
     ax.legend(fontsize=8, loc="upper left", ncols=3)
-    return _finish(fig, ax, "Where the time goes (an untimed instrumented pass per case)", shown,
-                   rotate=len(labels) > 3)
+    return finish_figure(fig, ax, "Where the time goes (an untimed instrumented pass per case)", shown,
+                         rotate=len(labels) > 3)
 
 
 def plot_predicted_k(cases: Cases) -> Figure | str:
@@ -77,11 +78,11 @@ def plot_predicted_k(cases: Cases) -> Figure | str:
         name = f"{info.get('draft')} ({info.get('slice')})"
         curve, measured, _ = drafts.setdefault(name, ({}, {}, info.get("best_k")))
         curve.update({int(k): float(v) for k, v in predicted.items() if v is not None})
-        if math.isfinite(_num(info.get("speedup"))):
+        if math.isfinite(plottable(info.get("speedup"))):
             measured[int(info["k"])] = float(info["speedup"])
     if not drafts:
         return "no case has a speedup prediction (it needs batch 1, greedy decoding and step costs)"
-    fig, ax = _new_figure(8, width=7.5)
+    fig, ax = new_figure(8, width=7.5)
     for name, (curve, measured, best) in drafts.items():
         ks = sorted(curve)
         line = ax.plot(ks, [curve[k] for k in ks], marker=".", label=f"{name}: predicted, best k={best}")[0]
@@ -93,4 +94,4 @@ def plot_predicted_k(cases: Cases) -> Figure | str:
     ax.set_xlabel("block size k (hollow circles: measured)")
     ax.set_ylabel("speedup (x)")
     ax.legend(fontsize=7)
-    return _finish(fig, ax, "Predicted speedup against k, and the measured points", cases)
+    return finish_figure(fig, ax, "Predicted speedup against k, and the measured points", cases)

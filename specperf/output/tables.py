@@ -96,7 +96,7 @@ def _fmt(value: Any, spec: str) -> str:
         return str(value)
 
 
-def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+def aligned_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
 
     def line(cells: Sequence[str]) -> str:
@@ -112,7 +112,7 @@ def markdown_table(results: Mapping[str, Info], columns: Sequence[Column], *,
     cells = [[_fmt(value, col.spec) for value, col in zip(row, columns)] for row in raw]
     # A pipe inside a cell (an odd hub id) would split the markdown column.
     cells = [[cell.replace("|", "\\|") for cell in row] for row in cells]
-    return _table([col.title for col in columns], cells)
+    return aligned_table([col.title for col in columns], cells)
 
 
 def performance_table(results: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -158,4 +158,4 @@ def engine_table(results: Mapping[str, Info]) -> list[str]:
         return []
     specs = ["", "d", "d", ""] + [".1f", ".2f"] * ((len(header) - 4) // 2)
     cells = [[_fmt(value, spec).replace("|", "\\|") for value, spec in zip(row, specs)] for row in rows]
-    return _table(header, cells)
+    return aligned_table(header, cells)

@@ -22,7 +22,7 @@ def pytest_specperf_record(config: pytest.Config, case: Any, metrics: dict[str, 
 def pytest_specperf_interventions(config: pytest.Config) -> Any:
     """Return a :class:`specperf.bench.interventions.Interventions` to change what the suite run does, or None.
 
-    For measuring the gates only (perf/inject_faults.py injects regressions through it); a normal run has no
+    For measuring the gates only (tests/plugins/inject_faults.py injects regressions through it); a normal run has no
     implementation and runs the identity. A run with interventions records their description in every case's
     ``injected_faults``. Called once, when the first case runs.
     """

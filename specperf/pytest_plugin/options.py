@@ -35,7 +35,7 @@ class Options:
     ab_alpha: float = 0.05  # the A/B's false-alarm budget over the whole session
     ab_min_effect: float = 0.02  # the smallest change the A/B calls DIFFERENT
     ab_max_pairs: int = 24  # the A/B's cap on paired rounds per case
-    ab_grain: str = "auto"  # how the A/B pairs rounds: duet (both sides at once, own CPUs), alternate, or auto
+    ab_grain: str = "auto"  # how the A/B pairs rounds: duet (both sides at once, own CPUs), alternate, case, auto
 
 
 def parse_list(value: str) -> tuple[str, ...]:
@@ -151,10 +151,12 @@ def _add_ab_options(group: pytest.OptionGroup) -> None:
                     help="the smallest relative change the A/B calls DIFFERENT, and its SAME margin (default: 0.02)")
     group.addoption("--specperf-ab-max-pairs", metavar="N", type=parse_pairs, default=24,
                     help="paired rounds per case at most, looked at after 12 and every 6 more (default: 24)")
-    group.addoption("--specperf-ab-grain", metavar="GRAIN", choices=("auto", "duet", "alternate"), default="auto",
+    group.addoption("--specperf-ab-grain", metavar="GRAIN", choices=("auto", "duet", "alternate", "case"),
+                    default="auto",
                     help="duet: both sides' rounds at the same time, each side on its own CPUs (CPU suites with "
-                         "`threads:` set); alternate: one side at a time, ABBA; auto: duet where it can run "
-                         "(default: auto)")
+                         "`threads:` set); alternate: one side at a time, ABBA; case: a fresh worker per side and "
+                         "case run, for verifiers too large for both sides at once; auto: duet where it can run, "
+                         "else alternate (default: auto)")
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -192,21 +194,22 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("specperf_config", "suite YAML used when --specperf-config is not given", default="")
 
 
-def read_options(config: pytest.Config) -> Options:
-    path = config.getoption("specperf_config")
+def read_options(pytest_config: pytest.Config) -> Options:
+    option = pytest_config.getoption
+    path = option("specperf_config")
     if path is None:
-        ini = config.getini("specperf_config")
-        path = Path(config.rootpath, ini) if ini else DEFAULT_CONFIG_PATH
+        ini = pytest_config.getini("specperf_config")
+        path = Path(pytest_config.rootpath, ini) if ini else DEFAULT_CONFIG_PATH
     return Options(
-        config_path=path, device=config.getoption("specperf_device"), dtype=config.getoption("specperf_dtype"),
-        drafts=config.getoption("specperf_drafts"), k=config.getoption("specperf_k"),
-        slices=config.getoption("specperf_slice"), batch_size=config.getoption("specperf_batch"),
-        max_new_tokens=config.getoption("specperf_max_new_tokens"), shard=config.getoption("specperf_shard"),
-        thresholds_path=config.getoption("specperf_thresholds"),
-        baseline_paths=tuple(config.getoption("specperf_baseline") or ()),
-        report_dir=config.getoption("specperf_report"),
-        ab_root=config.getoption("specperf_ab"), ab_python=config.getoption("specperf_ab_python"),
-        ab_config=config.getoption("specperf_ab_config"), ab_out=config.getoption("specperf_ab_out"),
-        ab_alpha=config.getoption("specperf_ab_alpha"), ab_min_effect=config.getoption("specperf_ab_min_effect"),
-        ab_max_pairs=config.getoption("specperf_ab_max_pairs"), ab_grain=config.getoption("specperf_ab_grain"),
+        config_path=path, device=option("specperf_device"), dtype=option("specperf_dtype"),
+        drafts=option("specperf_drafts"), k=option("specperf_k"),
+        slices=option("specperf_slice"), batch_size=option("specperf_batch"),
+        max_new_tokens=option("specperf_max_new_tokens"), shard=option("specperf_shard"),
+        thresholds_path=option("specperf_thresholds"),
+        baseline_paths=tuple(option("specperf_baseline") or ()),
+        report_dir=option("specperf_report"),
+        ab_root=option("specperf_ab"), ab_python=option("specperf_ab_python"),
+        ab_config=option("specperf_ab_config"), ab_out=option("specperf_ab_out"),
+        ab_alpha=option("specperf_ab_alpha"), ab_min_effect=option("specperf_ab_min_effect"),
+        ab_max_pairs=option("specperf_ab_max_pairs"), ab_grain=option("specperf_ab_grain"),
     )

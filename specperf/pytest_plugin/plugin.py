@@ -68,7 +68,7 @@ def _check_vllm(suite: SuiteConfig) -> None:
                           f"environment; fix: {VLLM_INSTALL}, or drop those drafts (--specperf-drafts)")
 
 
-def _load_baseline(config: pytest.Config, paths: tuple[Path, ...],
+def _load_baseline(pytest_config: pytest.Config, paths: tuple[Path, ...],
                    suite: SuiteConfig) -> dict[str, list[dict[str, Any]]]:
     """Each case's baseline runs; an error if they share no draft case with this run or come from another kind of
     machine than this one, a warning if they lack some cases (errored ones included).
@@ -81,8 +81,8 @@ def _load_baseline(config: pytest.Config, paths: tuple[Path, ...],
     runs = read_baseline(paths, case_ids)
     source = f"baseline file {paths[0]}" if len(paths) == 1 and paths[0].is_file() else \
         f"baseline runs {', '.join(map(str, paths))}"
-    generate = getattr(config.hook, "pytest_benchmark_generate_machine_info", None)
-    here = dict(generate(config=config) or {}) if generate is not None else {"machine": platform.machine()}
+    generate = getattr(pytest_config.hook, "pytest_benchmark_generate_machine_info", None)
+    here = dict(generate(config=pytest_config) or {}) if generate is not None else {"machine": platform.machine()}
     here["specperf"] = environment_info(suite)
     require_same_machine(machine_kind(here), runs, here="this machine",
                          fix="pass a baseline recorded on this kind of machine, or record one here with "
@@ -93,7 +93,7 @@ def _load_baseline(config: pytest.Config, paths: tuple[Path, ...],
         errored = {case_id for run in runs for case_id in run.errored} & set(missing)
         shown = ", ".join(missing[:4]) + (f", ... ({len(missing)} in all)" if len(missing) > 4 else "")
         why = f"; {len(errored)} of them errored there, with no metrics" if errored else ""
-        config.issue_config_time_warning(pytest.PytestConfigWarning(
+        pytest_config.issue_config_time_warning(pytest.PytestConfigWarning(
             f"specperf: {source} lacks {len(missing)} of this run's {len(case_ids)} draft case(s) "
             f"({shown}{why}); only absolute floors gate those"), stacklevel=2)
     return baseline
@@ -108,8 +108,8 @@ def _check_ab(opts: Options, suite: SuiteConfig) -> None:
         raise ConfigError(f"side A's suite {a_config(opts)} does not exist; fix: pass --specperf-ab-config")
 
 
-def _build_session(config: pytest.Config) -> SpecperfSession:
-    opts = read_options(config)
+def _build_session(pytest_config: pytest.Config) -> SpecperfSession:
+    opts = read_options(pytest_config)
     suite = load_config(opts.config_path)
     if opts.thresholds_path is not None:  # before narrowing: the file may name drafts this run leaves out
         suite = apply_thresholds_file(suite, opts.thresholds_path)
@@ -122,9 +122,10 @@ def _build_session(config: pytest.Config) -> SpecperfSession:
     _check_vllm(suite)
     if opts.ab_root is not None:
         _check_ab(opts, suite)
-    baseline = _load_baseline(config, opts.baseline_paths, suite) if opts.baseline_paths else None
-    declared = bool(config.getini("specperf_config")) or any(config.getoption(o) is not None for o in _OPTIONS)
-    return SpecperfSession(config, opts, suite, suite.thresholds, baseline, declared)
+    baseline = _load_baseline(pytest_config, opts.baseline_paths, suite) if opts.baseline_paths else None
+    declared = bool(pytest_config.getini("specperf_config")) or \
+        any(pytest_config.getoption(o) is not None for o in _OPTIONS)
+    return SpecperfSession(pytest_config, opts, suite, suite.thresholds, baseline, declared)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -161,7 +162,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         return
     from specperf.bench.environment import environment_info
 
-    machine_info["specperf"] = {**environment_info(session.config), **_shard_info(session)}
+    machine_info["specperf"] = {**environment_info(session.suite), **_shard_info(session)}
 
 
 def _shard_info(session: SpecperfSession) -> dict[str, Any]:
@@ -208,5 +209,5 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
     write_summary(state.results, state.options.report_dir)
     path = write_report(state.results, state.options.report_dir,
-                        machine_info={"specperf": environment_info(state.config)}, notes=state.notes)
+                        machine_info={"specperf": environment_info(state.suite)}, notes=state.notes)
     log.info("specperf report written to %s", path)

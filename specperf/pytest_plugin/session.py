@@ -30,15 +30,15 @@ TIMING_SKIPPED = ("timing gates skipped: --benchmark-disable decoded each case o
 class SpecperfSession:
     """Built in pytest_configure; owns everything a suite run shares."""
 
-    def __init__(self, pytest_config: pytest.Config, options: Options, config: SuiteConfig,
+    def __init__(self, pytest_config: pytest.Config, options: Options, suite: SuiteConfig,
                  thresholds: Thresholds, baseline: dict[str, list[dict[str, Any]]] | None, declared: bool) -> None:
         self.pytest_config = pytest_config
         self.options = options
-        self.config = config
+        self.suite = suite
         self.thresholds = thresholds
         self.baseline = baseline
         self.declared = declared  # the run named a suite (option or ini): specperf is in use from the start
-        self.all_draft_cases, all_baselines = build_cases(config)
+        self.all_draft_cases, all_baselines = build_cases(suite)
         # The whole suite's ids, whatever the shard: the merge checks them, and the timing gate shares its
         # false-alarm rate over every draft case of the suite.
         self.suite_case_ids = sorted(c.id for c in [*self.all_draft_cases, *all_baselines])
@@ -66,7 +66,7 @@ class SpecperfSession:
             from specperf.bench.suite import SuiteBench
 
             hook = self.pytest_config.hook.pytest_specperf_interventions
-            self._bench = SuiteBench(self.config, hook(config=self.pytest_config))
+            self._bench = SuiteBench(self.suite, hook(config=self.pytest_config))
         return self._bench
 
     @property
@@ -75,7 +75,7 @@ class SpecperfSession:
         if self._ab is None:
             from specperf.pytest_plugin.ab import AbSession
 
-            self._ab = AbSession(self.options, self.pytest_config, self.config, [c.id for c in self.all_draft_cases])
+            self._ab = AbSession(self.options, self.pytest_config, self.suite, [c.id for c in self.all_draft_cases])
         return self._ab
 
     def close(self) -> None:
@@ -149,7 +149,7 @@ class SpecperfSession:
         benchmark.group = f"slice {case.slice}"
         benchmark.extra_info["case_id"] = case.id  # first: a case that errors later still names itself in the JSON
         record = self._guarded(case, lambda: self.bench.run_baseline(case, benchmark))
-        values = baseline_metrics(record)
+        values: dict[str, Any] = dict(baseline_metrics(record))  # a BaseInfo once _record adds the case id
         self._record(case, values, benchmark)
         return values
 
@@ -161,7 +161,7 @@ class SpecperfSession:
         if self.options.ab_root is not None:
             return self._run_ab_case(case, benchmark)
         record: CaseRecord = self._guarded(case, lambda: self.bench.run_case(case, benchmark))
-        values = case_metrics(record)
+        values: dict[str, Any] = dict(case_metrics(record))  # a DraftInfo once _record adds the case id
         self._record(case, values, benchmark)
         if not record.timed:
             self.note(TIMING_SKIPPED)

@@ -22,6 +22,9 @@ from specperf.config import parse_config  # noqa: E402
 from specperf.config.cases import build_cases  # noqa: E402
 from specperf.engine.vllm_engine import VllmEngineError  # noqa: E402
 
+# End to end: whole `pytest` sessions and vLLM engines in subprocesses.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PERF_TESTS = ROOT / "perf" / "test_speculative.py"
 MARK = "SPECPERF_VLLM_TEST_RUN"

@@ -6,7 +6,7 @@ import torch
 
 from specperf.engine.cache import RollbackCache, rollback
 from specperf.engine.drafters.base import Drafter, Proposal
-from specperf.engine.forward import forward, new_cache, vocab_size
+from specperf.engine.forward import ModelForward, new_cache, vocab_size
 from specperf.engine.sampling import choose
 
 
@@ -22,14 +22,24 @@ class ModelDrafter(Drafter):
     provides_probs = True
     uses_model = True
 
-    def __init__(self, model: torch.nn.Module, label: str | None = None) -> None:
-        self.model = model
-        self.label = label or getattr(model.config, "_name_or_path", "") or type(model).__name__
+    def __init__(self, model: torch.nn.Module | ModelForward, label: str | None = None) -> None:
+        """``model``: the draft model, or its :class:`ModelForward` (which fixes the forward it runs; a bare module
+        runs the lean GPT-2 forward where it supports it, its forward made on first use)."""
+        self._forward = model if isinstance(model, ModelForward) else None
+        self.model: torch.nn.Module = model.model if isinstance(model, ModelForward) else model
+        self.label = label or getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__
         self._cache: RollbackCache = new_cache()
         self._fed = 0
         self._temperature = 0.0
         self._generator: torch.Generator | None = None
         self._device = torch.device("cpu")
+
+    @property
+    def forward(self) -> ModelForward:
+        """The forward the draft model runs with."""
+        if self._forward is None:  # made on first use, so a drafter built only to be validated costs nothing
+            self._forward = ModelForward(self.model)
+        return self._forward
 
     def start(
         self,
@@ -51,8 +61,9 @@ class ModelDrafter(Drafter):
         fed = step_input.shape[1] + k - 1
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []
+        forward = self.forward
         for _ in range(k):
-            logits = forward(self.model, step_input, self._cache, 1)[:, -1]  # (1, V)
+            logits = forward(step_input, self._cache, 1)[:, -1]  # (1, V)
             token, q = choose(logits, self._temperature, self._generator)  # (1,), (1, V) | None
             tokens.append(token)
             if q is not None:

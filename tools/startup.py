@@ -7,9 +7,9 @@ slow phase of the machine hits every command alike, the median of N runs of:
 - ``pytest -q -p no:cacheprovider`` on a temporary project with one trivial test, with the plugin autoloaded,
   and the same with ``-p no:specperf`` (the difference is the plugin's overhead);
 - ``specperf --help``, ``specperf compare OLD NEW`` and ``specperf report BENCH --out DIR`` on a small
-  hand-made ``--benchmark-json`` file (see :func:`bench_document`, which tests/test_lean.py reuses).
+  hand-made ``--benchmark-json`` file (see :func:`bench_document`, which tests/test_torch_free_import.py reuses).
 
-Usage: ``python perf/startup.py [--runs 5] [--json results.json]``. The numbers only mean something on a quiet
+Usage: ``python tools/startup.py [--runs 5] [--json results.json]``. The numbers only mean something on a quiet
 machine: the load average before and after is printed with them.
 """
 
@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("specperf.perf.startup")
+log = logging.getLogger("specperf.tools.startup")
 
 TRIVIAL_TEST = "def test_trivial():\n    assert 1 + 1 == 2\n"
 BASELINE_ID = "baseline-0:2"

@@ -1,6 +1,8 @@
-"""Injected regressions, for measuring the gates (perf/gate_quality.py) and nothing else: a test-only pytest plugin.
+"""Injected regressions, for measuring the gates (tools/gate_quality.py, tools/ab_study.py and the tests) and
+nothing else: a test-only pytest plugin.
 
-Load it with ``-p inject_faults`` (perf/ on the Python path, as perf/gate_quality.py does); specperf itself never
+Load it with ``-p tests.plugins.inject_faults``, the repository root on the Python path (``python -m pytest`` from
+the root puts it there; tools/gate_quality.py and tools/ab_study.py set ``PYTHONPATH``); specperf itself never
 imports it, so a normal run cannot even parse the switches. It implements ``pytest_specperf_interventions`` from the
 environment variable ``SPECPERF_INJECT``, comma-separated ``name=value`` pairs, for example
 ``SPECPERF_INJECT=corrupt_every=20`` or ``SPECPERF_INJECT=spec_slowdown=0.15``. Unset, every hook is the identity.
@@ -17,7 +19,9 @@ A run with faults injected says so in the log and in every case's ``extra_info``
   made faster on demand, so this one is simulated at the clock; it lowers every speedup by the factor (1 - F).
 
 In an in-session A/B (``--specperf-ab``), ``SPECPERF_INJECT_SIDE=B`` (or ``A``) injects the faults into that side's
-worker only (``pytest_specperf_ab_side``): the other side stays honest.
+worker only (``pytest_specperf_ab_side``): the other side stays honest. That worker imports this module as
+``tests.plugins.inject_faults`` from the side's own checkout (the worker puts it first on ``sys.path``), so the
+faults wrap that checkout's specperf.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "SPECPERF_INJECT"
 SIDE_VAR = "SPECPERF_INJECT_SIDE"
+MODULE = "tests.plugins.inject_faults"  # this plugin, as `-p` and an A/B worker import it
+PLUGIN_FILE = Path(*MODULE.split(".")).with_suffix(".py")  # this file, relative to a checkout
 
 
 @dataclass(frozen=True)
@@ -182,4 +188,8 @@ def pytest_specperf_ab_side(config: pytest.Config, side: Any) -> Any:
     """The A/B side that SPECPERF_INJECT_SIDE names loads this plugin's faults in its worker; None for the other."""
     if os.environ.get(SIDE_VAR) != side.label:
         return None
-    return replace(side, interventions="inject_faults", pythonpath=(str(Path(__file__).resolve().parent),))
+    if not (Path(side.root) / PLUGIN_FILE).is_file():
+        raise pytest.UsageError(f"inject_faults: side {side.label}'s checkout {side.root} has no {PLUGIN_FILE}; fix: "
+                                f"inject into a side whose checkout has it ({SIDE_VAR})")
+    # The worker puts the side's checkout first on sys.path: `tests` there is that checkout's folder.
+    return replace(side, interventions=MODULE, pythonpath=(str(side.root),))

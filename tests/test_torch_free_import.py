@@ -9,19 +9,22 @@ really happens, including imports inside functions that those commands call.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-MARKER = "SPECPERF-LEAN "
+# Its benchmark-file builder is the one the start-up measurement uses.
+from tools import startup
+
+# End to end: every test here runs a fresh interpreter.
+pytestmark = pytest.mark.slow
+
+MARKER = "SPECPERF-TORCH-FREE "
 HEAVY = ("torch", "transformers")
 # Appended to every snippet: one line with the verdict, so pytest's and the CLI's own output cannot be mistaken for it.
 REPORT = f"""
@@ -30,19 +33,6 @@ _state = dict(globals().get("state", {{}}))
 _state.update({{name: name in _sys.modules for name in {HEAVY!r}}})
 print({MARKER!r} + _json.dumps(_state), flush=True)
 """
-
-
-def _load_startup() -> ModuleType:
-    """perf/startup.py (not a package): its benchmark-file builder is the one the startup measurement uses."""
-    spec = importlib.util.spec_from_file_location("specperf_perf_startup", ROOT / "perf" / "startup.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-startup = _load_startup()
 
 
 def _environment() -> dict[str, str]:
@@ -63,7 +53,7 @@ def run_fresh(code: str, cwd: Path) -> tuple[dict[str, Any], subprocess.Complete
     return json.loads(lines[-1][len(MARKER):]), proc
 
 
-def assert_lean(state: dict[str, Any], proc: subprocess.CompletedProcess[str]) -> None:
+def assert_torch_free(state: dict[str, Any], proc: subprocess.CompletedProcess[str]) -> None:
     loaded = [name for name in HEAVY if state[name]]
     assert not loaded, f"{', '.join(loaded)} imported:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
 
@@ -76,7 +66,7 @@ def bench_file(tmp_path: Path) -> Path:
 # =========================================================================== pytest with the plugin autoloaded
 
 
-def test_pytest_help_is_lean(tmp_path: Path) -> None:
+def test_pytest_help_is_torch_free(tmp_path: Path) -> None:
     code = """
 import contextlib, io, pytest
 out = io.StringIO()
@@ -87,10 +77,10 @@ state = {"rc": int(rc), "plugin_options": "--specperf-config" in out.getvalue()}
     state, proc = run_fresh(code, tmp_path)
     assert state["rc"] == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert state["plugin_options"], "pytest --help does not list --specperf-config: the plugin did not load"
-    assert_lean(state, proc)
+    assert_torch_free(state, proc)
 
 
-def test_pytest_run_of_another_project_is_lean(tmp_path: Path) -> None:
+def test_pytest_run_of_another_project_is_torch_free(tmp_path: Path) -> None:
     """A project that does not use specperf: the plugin is registered (autoloaded) and torch stays out."""
     (tmp_path / "test_trivial.py").write_text(startup.TRIVIAL_TEST)
     code = """
@@ -105,7 +95,7 @@ state["rc"] = int(rc)
     state, proc = run_fresh(code, tmp_path)
     assert state["rc"] == 0, f"pytest failed in a project without specperf:\n{proc.stdout[-3000:]}"
     assert state.get("registered"), "the specperf plugin was not autoloaded through its pytest11 entry point"
-    assert_lean(state, proc)
+    assert_torch_free(state, proc)
 
 
 # =========================================================================== the specperf command line
@@ -123,26 +113,26 @@ state = {{"rc": rc}}
     return run_fresh(code, cwd)
 
 
-def test_cli_help_is_lean(tmp_path: Path) -> None:
+def test_cli_help_is_torch_free(tmp_path: Path) -> None:
     state, proc = _cli(["--help"], tmp_path)
     assert state["rc"] == 0 and "compare" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert_lean(state, proc)
+    assert_torch_free(state, proc)
 
 
-def test_cli_compare_is_lean(tmp_path: Path, bench_file: Path) -> None:
+def test_cli_compare_is_torch_free(tmp_path: Path, bench_file: Path) -> None:
     new = startup.write_bench_json(tmp_path / "new.json")
     state, proc = _cli(["compare", str(bench_file), str(new)], tmp_path)
     assert state["rc"] == 0, f"compare of two equal runs exited {state['rc']}:\n{proc.stdout[-2000:]}{proc.stderr}"
     assert startup.DRAFT_ID in proc.stdout
-    assert_lean(state, proc)
+    assert_torch_free(state, proc)
 
 
-def test_cli_report_is_lean(tmp_path: Path, bench_file: Path) -> None:
+def test_cli_report_is_torch_free(tmp_path: Path, bench_file: Path) -> None:
     out = tmp_path / "report"
     state, proc = _cli(["report", str(bench_file), "--out", str(out)], tmp_path)
     assert state["rc"] == 0, f"report exited {state['rc']}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
     assert (out / "report.md").is_file()
-    assert_lean(state, proc)
+    assert_torch_free(state, proc)
 
 
 # =========================================================================== the lazy public API

@@ -1,14 +1,14 @@
 """Gate quality of the whole default suite: false alarms on unchanged code and detections of injected regressions,
 per case, for the run-level timing gate (now) and the round-level Mann-Whitney gate it replaced (before).
 
-    python perf/gate_quality.py --out outputs/gate-quality          # 1 reference + 10 clean + 2x2 injected runs
-    python perf/gate_quality.py --analyze outputs/gate-quality      # the tables again from saved runs, no decoding
+    python tools/gate_quality.py --out outputs/gate-quality         # 1 reference + 10 clean + 2x2 injected runs
+    python tools/gate_quality.py --analyze outputs/gate-quality     # the tables again from saved runs, no decoding
 
 Each run is a whole default `pytest perf/` process (fresh interpreter, models loaded again), so run-to-run drift is
 in the measurement: a reference run, then `--runs` clean runs of unchanged code with `--injected` runs of each
-injected regression spread among them (perf/inject_faults.py, loaded with -p inject_faults): the speculative path
-15% slower (slow-spec: a real sleep) and every 20th draft proposal corrupted (corrupt). Every run's JSON is saved
-under runs/; --analyze recomputes every table from them:
+injected regression spread among them (tests/plugins/inject_faults.py, loaded with -p tests.plugins.inject_faults,
+the repository root on PYTHONPATH): the speculative path 15% slower (slow-spec: a real sleep) and every 20th draft
+proposal corrupted (corrupt). Every run's JSON is saved under runs/; --analyze recomputes every table from them:
 
 - noise: per case, how much the run medians of per-round speedups scatter, against the rounds inside one run;
 - false alarms: each clean run against the reference, every ordered pair of the 11 unchanged runs (one baseline
@@ -36,7 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from specperf.analysis import gates  # noqa: E402
-from specperf.analysis.stats import mann_whitney_u  # noqa: E402
 from specperf.config import Thresholds, TimingGate, load_config  # noqa: E402
 from specperf.output.benchfile import load_bench_json  # noqa: E402
 
@@ -54,9 +53,10 @@ Rule = Callable[[Sequence[float], Sequence[Sequence[float]], int], bool]  # (new
 
 def run_suite(out: Path, inject: str) -> float:
     """One whole default `pytest perf/` process writing --benchmark-json=out; returns its wall seconds."""
-    perf_path = os.pathsep.join(filter(None, [str(ROOT / "perf"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "SPECPERF_INJECT": inject, "PYTHONPATH": perf_path}
-    cmd = [sys.executable, "-m", "pytest", "perf/", "-q", "-p", "no:cacheprovider", "-p", "inject_faults",
+    # The repository root on the path: `-p` imports the test-only plugin before any conftest is read.
+    root_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "SPECPERF_INJECT": inject, "PYTHONPATH": root_path}
+    cmd = [sys.executable, "-m", "pytest", "perf/", "-q", "-p", "no:cacheprovider", "-p", "tests.plugins.inject_faults",
            "-p", "no:randomly", "--benchmark-disable-gc", f"--benchmark-json={out}"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
@@ -85,6 +85,120 @@ def collect(out: Path, runs: int, injected: int) -> None:
         if not path.is_file():
             seconds = run_suite(path, INJECTIONS.get(name, ""))
             log.info("[%d/%d] %s run %d: %.0f s", n, len(jobs), name, i, seconds)
+
+
+# =========================================================================== the retired round-level test (before)
+
+# The Mann-Whitney U test the round-level gate used; specperf dropped it with that gate, and this study keeps it for
+# its "before" column.
+ALTERNATIVES = ("less", "greater", "two-sided")
+# Largest len(x) * len(y) for which mann_whitney_u enumerates the exact null distribution.
+EXACT_MAX_PAIRS = 400
+
+
+def _finite(values: Sequence[float], what: str) -> list[float]:
+    """``values`` as floats; ValueError if empty or if any is NaN/infinite."""
+    out = [float(v) for v in values]
+    if not out:
+        raise ValueError(f"{what} of an empty sequence is undefined; pass at least one value")
+    bad = [v for v in out if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"{what} needs finite values, got {bad[0]!r}; drop NaN/inf samples first")
+    return out
+
+
+def _ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
+    """1-based ranks (ties get their average rank) and the sizes of the tie groups."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    groups: list[int] = []
+    start = 0
+    while start < len(order):
+        stop = start
+        while stop + 1 < len(order) and values[order[stop + 1]] == values[order[start]]:
+            stop += 1
+        for i in order[start:stop + 1]:
+            ranks[i] = (start + stop) / 2 + 1
+        groups.append(stop - start + 1)
+        start = stop + 1
+    return ranks, groups
+
+
+def _u_counts(m: int, n: int) -> list[int]:
+    """``counts[u]``: orderings of m x's and n y's whose U (pairs with x > y) equals u.
+
+    The standard recursion c(u; i, j) = c(u - j; i - 1, j) + c(u; i, j - 1): the largest of
+    the i + j values is either an x (beating all j y's) or a y (beating no x).
+    """
+    prev = [[1] for _ in range(n + 1)]  # i = 0: U is always 0
+    for i in range(1, m + 1):
+        row = [[1]]  # j = 0: U is always 0
+        for j in range(1, n + 1):
+            with_x, with_y = prev[j], row[j - 1]
+            counts = [0] * (i * j + 1)
+            for u, c in enumerate(with_y):
+                counts[u] += c
+            for u, c in enumerate(with_x):
+                counts[u + j] += c
+            row.append(counts)
+        prev = row
+    return prev[n]
+
+
+def _exact_p(u: float, m: int, n: int, alternative: str) -> float:
+    counts = _u_counts(m, n)
+    total = math.comb(m + n, m)
+    u_int = int(u)  # exact path has no ties, so U is an integer
+    cdf = sum(counts[:u_int + 1]) / total
+    sf = sum(counts[u_int:]) / total
+    if alternative == "less":
+        return cdf
+    if alternative == "greater":
+        return sf
+    return min(1.0, 2.0 * min(cdf, sf))
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def _asymptotic_p(u: float, m: int, n: int, groups: Sequence[int], alternative: str) -> float:
+    """scipy's asymptotic p: normal approximation with tie and continuity corrections."""
+    total = m + n
+    tie_term = sum(t ** 3 - t for t in groups)
+    sigma = math.sqrt(m * n / 12 * ((total + 1) - tie_term / (total * (total - 1))))
+    # As scipy: take the upper tail of the statistic that is large under H1.
+    u_tail = {"greater": u, "less": m * n - u, "two-sided": max(u, m * n - u)}[alternative]
+    numerator = u_tail - m * n / 2 - 0.5
+    if sigma == 0:  # every value tied: no evidence either way
+        return 1.0
+    factor = 2.0 if alternative == "two-sided" else 1.0
+    return min(1.0, max(0.0, factor * _normal_sf(numerator / sigma)))
+
+
+def mann_whitney_u(x: Sequence[float], y: Sequence[float],
+                   alternative: str = "less") -> tuple[float, float]:
+    """Mann-Whitney U test: ``(U of x, p-value)``, as ``scipy.stats.mannwhitneyu``.
+
+    U counts the pairs (x_i, y_j) with x_i > y_j, ties counting 1/2. ``alternative``: "less"
+    (H1: x tends to be smaller than y, p = P(U <= observed)), "greater", or "two-sided"
+    (twice the smaller tail, at most 1). With no ties in x + y and ``len(x) * len(y) <= 400``
+    the p-value is exact (the null distribution of U counted by the standard recursion);
+    otherwise it is the normal approximation with tie and continuity corrections
+    (scipy's ``method="asymptotic"``, ``use_continuity=True``). Unlike scipy's "auto", the
+    exact path runs up to 400 pairs, not only for samples of at most 8.
+    Raises ValueError for an empty sample, non-finite values, or an unknown alternative.
+    """
+    if alternative not in ALTERNATIVES:
+        raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, got {alternative!r}")
+    xs = _finite(x, "mann_whitney_u x")
+    ys = _finite(y, "mann_whitney_u y")
+    m, n = len(xs), len(ys)
+    ranks, groups = _ranks(xs + ys)
+    u = math.fsum(ranks[:m]) - m * (m + 1) / 2
+    if max(groups) == 1 and m * n <= EXACT_MAX_PAIRS:
+        return u, _exact_p(u, m, n, alternative)
+    return u, _asymptotic_p(u, m, n, groups, alternative)
 
 
 # =========================================================================== the two timing rules

@@ -1,0 +1,182 @@
+"""What each key of the output contract means: one (unit, meaning) per key of
+:class:`specperf.analysis.contract.DraftInfo`, rendered into the docs' contract page by :func:`contract_table`.
+
+tests/test_contract.py checks that these keys, the TypedDicts and a real run's JSON agree key for key.
+"""
+
+from __future__ import annotations
+
+FIELDS: dict[str, tuple[str, str]] = {
+    "case_id": ("", "stable id, e.g. `draft-small-k4-0:8`"),
+    "verifier": ("", "the verifier's model id (hub id, path or `embedded:NAME`)"),
+    "draft": ("", "the draft's name in the suite; null for a baseline"),
+    "draft_model": ("", "the draft's model id; null for prompt lookup"),
+    "drafter": ("", "`model` or `prompt-lookup`"),
+    "engine": ("", "`specperf`, `hf` (transformers' assisted generation) or `vllm`"),
+    "k": ("tokens", "block size: draft tokens proposed per verifier call at most; 0 for a baseline"),
+    "slice": ("", "the dataset slice, e.g. `0:8`"),
+    "batch_size": ("requests", "requests decoded together"),
+    "device": ("", "the device the models ran on, e.g. `cpu`, `cuda:0`"),
+    "dtype": ("", "`float32`, `float16` or `bfloat16`"),
+    "n_requests": ("count", "requests per pass (the slice's prompts)"),
+    "new_tokens": ("count", "new tokens per pass, all requests"),
+    "n_shortened": ("count", "prompts whose abstract was shortened to fit the context window"),
+    "latency_p50": (
+        "s/token",
+        "per request: wall / new tokens, pooled over rounds (in a batch, its wall runs from batch start to "
+        "its last token)"),
+    "latency_p95": (
+        "s/token",
+        "per request: wall / new tokens, pooled over rounds (in a batch, its wall runs from batch start to "
+        "its last token)"),
+    "throughput_p50": ("tok/s", "per request: new tokens / wall (p5 is the slow tail)"),
+    "throughput_p95": ("tok/s", "per request: new tokens / wall (p5 is the slow tail)"),
+    "throughput_p5": ("tok/s", "per request: new tokens / wall (p5 is the slow tail)"),
+    "ttft_p50": ("s", "time to first token; (wall - TTFT) / (new tokens - 1)"),
+    "tpot_p50": ("s", "time to first token; (wall - TTFT) / (new tokens - 1)"),
+    "throughput_aggregate": (
+        "tok/s",
+        "all new tokens of a round / the round's wall, median over rounds (the batch's throughput)"),
+    "round_s": ("s", "decode time of each timed round (the sum of its batches' walls)"),
+    "time_verifier_per_token": (
+        "s/token",
+        "where the wall time goes, from one untimed instrumented pass after the timed rounds: inside verifier"
+        " forwards, inside draft forwards (or prompt lookup's `propose`), and everything else (the loop's "
+        "host work); null for vLLM cases and under `--benchmark-disable`"),
+    "time_draft_per_token": (
+        "s/token",
+        "where the wall time goes, from one untimed instrumented pass after the timed rounds: inside verifier"
+        " forwards, inside draft forwards (or prompt lookup's `propose`), and everything else (the loop's "
+        "host work); null for vLLM cases and under `--benchmark-disable`"),
+    "time_other_per_token": (
+        "s/token",
+        "where the wall time goes, from one untimed instrumented pass after the timed rounds: inside verifier"
+        " forwards, inside draft forwards (or prompt lookup's `propose`), and everything else (the loop's "
+        "host work); null for vLLM cases and under `--benchmark-disable`"),
+    "time_verifier_share": ("0..1", "the same as shares of that pass's wall"),
+    "time_draft_share": ("0..1", "the same as shares of that pass's wall"),
+    "time_other_share": ("0..1", "the same as shares of that pass's wall"),
+    "speedup": ("x", "paired baseline's median latency / this case's median latency"),
+    "speedup_aggregate": (
+        "x",
+        "total paired baseline time / total case time (= aggregate throughput ratio at the same batch size)"),
+    "speedup_rounds": ("x", "per-round speedups (the timing gate's samples)"),
+    "baseline_latency_p50": ("s/token", "the paired baseline's median latency"),
+    "acceptance_mean": ("0..1", "draft acceptance (vLLM: accepted / proposed) per request"),
+    "acceptance_p50": ("0..1", "draft acceptance (vLLM: accepted / proposed) per request"),
+    "acceptance_p95": ("0..1", "draft acceptance (vLLM: accepted / proposed) per request"),
+    "acceptance_samples": (
+        "count",
+        "requests behind the per-request statistics (`acceptance_mean/p50/p95`, `agreement_*`, `alpha`): the "
+        "acceptance slice's when greedy, else the timed requests'"),
+    "agreement_samples": (
+        "count",
+        "requests behind the per-request statistics (`acceptance_mean/p50/p95`, `agreement_*`, `alpha`): the "
+        "acceptance slice's when greedy, else the timed requests'"),
+    "acceptance_sample_slice": ("", "the slice those statistics are over (`dataset.acceptance_slice`, or the case's)"),
+    "acceptance_per_request": ("0..1", "each sampled request's acceptance (the report's box plot)"),
+    "acceptance_aggregate": (
+        "0..1",
+        "token-weighted draft acceptance of the timed requests, from the engine's own counters"),
+    "audit_acceptance_aggregate": ("0..1", "the same, recomputed by the audit (equal for greedy)"),
+    "replay_acceptance_aggregate": (
+        "0..1",
+        "token-weighted acceptance over the acceptance slice's greedy replay (null when sampling)"),
+    "audit_near_ties": (
+        "count",
+        "draft decisions that the engine took the other way from the audit's replay at a near-tie, the fewest"
+        " that explain its counters (0 in float32; null when the counters are not checked)"),
+    "agreement_mean": (
+        "0..1",
+        "per-token agreement per request (the seed's \"acceptance rate\")"),
+    "agreement_p50": (
+        "0..1",
+        "per-token agreement per request (the seed's \"acceptance rate\")"),
+    "agreement_p95": (
+        "0..1",
+        "per-token agreement per request (the seed's \"acceptance rate\")"),
+    "alpha": ("0..1", "aggregate agreement: the estimate of α"),
+    "mean_accepted_length": ("tokens", "new tokens per verifier call"),
+    "verifier_calls_per_token": ("calls", "its inverse"),
+    "position_acceptance": ("0..1", "acceptance at each block position"),
+    "accept_counts": (
+        "count",
+        "histogram: `[i]` = steps that accepted exactly i draft tokens (the engine's own for specperf and "
+        "vLLM, the audit's for `hf`; null when neither exists)"),
+    "exact_match_rate": ("0..1", "requests whose tokens equal the baseline's"),
+    "first_divergence": ("index", "per request, the first token that differs from the baseline (null = none)"),
+    "divergence_margins": (
+        "logit",
+        "per request, at its first divergence: the verifier's logit of the baseline's token minus that of "
+        "this case's, from the baseline's own path (null = no divergence)"),
+    "divergence_margin_steps": (
+        "steps",
+        "per request: the absolute margin in rounding steps of the dtype at the two logits' magnitude (null ="
+        " no divergence, or float32)"),
+    "near_tie_tolerance": (
+        "steps",
+        "the largest margin, in steps of the dtype, that counts as a near-tie (4 in float16/bfloat16, 0 in "
+        "float32)"),
+    "exact_or_near_tie_rate": ("0..1", "requests that match exactly or part only at a near-tie"),
+    "exact_match_gated": (
+        "0..1",
+        "what `min_exact_match` bounds: `exact_match_rate` in float32, `exact_or_near_tie_rate` in "
+        "float16/bfloat16, null when sampling"),
+    "cost_ratio": ("", "c = draft step time / verifier step time (0 for prompt lookup)"),
+    "verify_cost": ("", "v(k+1) = time of a (k+1)-token verifier forward / a 1-token one"),
+    "expected_speedup": ("x", "(1 - α^(k+1)) / ((1 - α)(k c + v(k+1))): Leviathan's, with the measured verify cost"),
+    "efficiency": (
+        "",
+        "measured speedup / expected (`cost_ratio`, `verify_cost`, `expected_speedup` and `efficiency` are "
+        "null at batch > 1: the step costs are measured at batch 1)"),
+    "speedup_bound": (
+        "x",
+        "the speedup the engine's own forward costs allow for the timed requests' recorded work, if the loop "
+        "cost nothing else: (P_v + (N - 1) v(1)) / (P_v + P_d + (verifier calls - 1) v(k+1) + (draft calls - "
+        "1) c) summed over requests, with each prompt's prefill by verifier (P_v) and draft (P_d); without "
+        "prefills, tokens per verifier call / (k c + v(k+1)) (null at batch > 1 and for vLLM)"),
+    "bound_efficiency": ("", "measured speedup / `speedup_bound`"),
+    "predicted_tokens_per_call_by_k": (
+        "tokens",
+        "`{\"1\": ..., \"8\": ...}`: tokens per verifier call specperf's loop gets at each k on the acceptance "
+        "slice (exact, from the greedy replay)"),
+    "predicted_speedup_by_k": (
+        "x",
+        "`{\"1\": ..., \"8\": ...}`: predicted speedup at each k (see Which k); null when sampling, at batch > 1 "
+        "and for vLLM"),
+    "best_k": ("", "the k with the highest predicted speedup"),
+    "flops_per_token": ("FLOP", "2 x parameters x tokens processed, verifier and draft, per new token"),
+    "flop_speedup": (
+        "x",
+        "baseline FLOPs / speculative FLOPs for the same tokens (below 1: verifying costs compute; "
+        "deterministic)"),
+    "injected_faults": (
+        "",
+        "null, except in the gate studies' runs (`-p tests.plugins.inject_faults` with `SPECPERF_INJECT` set, "
+        "see Gate quality): such a file measures the gates, not the code"),
+}
+
+
+def _type_name(hint: object) -> str:
+    """A type hint as the JSON reader sees it; ``or`` for ``|``, which would split a markdown cell."""
+    text = hint.__name__ if isinstance(hint, type) else str(hint)
+    return text.replace("typing.", "").replace("NoneType", "None").replace(" | ", " or ")
+
+
+def contract_table() -> str:
+    """The contract as a markdown table: key, JSON type, unit, meaning; baseline cases carry the keys marked so."""
+    import typing
+
+    from specperf.analysis.contract import BaseInfo, DraftInfo
+
+    hints = typing.get_type_hints(DraftInfo)  # declaration order: the baseline's keys, then a draft case's
+    baseline = set(BaseInfo.__annotations__)
+    missing = sorted(set(hints) - set(FIELDS))
+    if missing:
+        raise ValueError(f"contract keys without a description: {missing}; fix: add them to FIELDS")
+    lines = ["| key | type | unit | baseline too | meaning |", "| --- | --- | --- | --- | --- |"]
+    for key in hints:
+        unit, meaning = FIELDS[key]
+        lines.append(f"| `{key}` | `{_type_name(hints[key])}` | {unit} | {'yes' if key in baseline else ''} | "
+                     f"{meaning} |")
+    return "\n".join(lines)
