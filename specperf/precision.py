@@ -18,7 +18,7 @@ import math
 SIGNIFICAND_BITS = {"float16": 11, "bfloat16": 8}
 
 # Steps of the dtype, at the larger of the two logits' magnitudes, within which a gap counts as a near-tie. Measured
-# on the embedded family on a CPU (tools and figures: docs, Engines, "Half precision"): the gap between the top two draft
+# on the embedded family on a CPU (tools and figures: docs, "Half precision"): the gap between the top two draft
 # logits moved by at most 1.5 steps in bfloat16 and 2 in float16 between the engine's cached forwards and the
 # audit's full-prefix forward. 4 leaves room for other kernels (GPU GEMMs split their reductions differently).
 NEAR_TIE_STEPS = 4.0

@@ -228,21 +228,32 @@ def slowed_table(slowed: list[Session], case_ids: list[str]) -> list[str]:
     return _table(["case", *(s["name"] for s in slowed)], rows)
 
 
-def _work_differences(session: Session) -> dict[str, int]:
-    bench = session.get("bench") or {}
-    counts: dict[str, int] = {}
-    for entry in bench.get("benchmarks", []):
-        info = entry.get("extra_info", {})
-        if "ab" in info:
-            counts[info.get("case_id", entry.get("name"))] = len(info["ab"].get("work_differences", []))
-    return counts
+def _infos(document: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """A --benchmark-json document's draft cases' extra_info by case id."""
+    return {e["extra_info"]["case_id"]: e["extra_info"] for e in (document or {}).get("benchmarks", [])
+            if "ab" in e.get("extra_info", {})}
 
 
-def corrupt_table(corrupt: list[Session], case_ids: list[str]) -> list[str]:
-    counts = [_work_differences(s) for s in corrupt]
-    rows = [[cid, *(("caught" if c.get(cid) else "missed") + f" ({c.get(cid, 0)} differences)" for c in counts)]
-            for cid in case_ids]
-    return _table(["case", *(s["name"] for s in corrupt)], rows)
+def _side_a(session: Session, out: Path) -> dict[str, dict[str, Any]]:
+    path = out / "sessions" / session["name"] / "A.json"
+    return _infos(json.loads(path.read_text())) if path.is_file() else {}
+
+
+def corrupt_table(corrupt: list[Session], case_ids: list[str], out: Path) -> list[str]:
+    """Per case: caught (the work comparison named differences), missed (B's work changed, none named), or
+    unchanged (the injected fault did not alter this case's work: nothing to catch)."""
+    columns = []
+    for session in corrupt:
+        b_infos, a_infos = _infos(session.get("bench")), _side_a(session, out)
+        column = {}
+        for cid in case_ids:
+            b, a = b_infos.get(cid, {}), a_infos.get(cid, {})
+            named = len(b.get("ab", {}).get("work_differences", []))
+            changed = b.get("accept_counts") != a.get("accept_counts") or b.get("tokens") != a.get("tokens")
+            column[cid] = (f"caught ({named} differences)" if named else
+                           "missed" if changed else "unchanged (the fault altered no block of this case)")
+        columns.append(column)
+    return _table(["case", *(s["name"] for s in corrupt)], [[cid, *(c[cid] for c in columns)] for cid in case_ids])
 
 
 def analyze(out: Path) -> str:
@@ -268,7 +279,7 @@ def analyze(out: Path) -> str:
                   *slowed_table(slowed, case_ids), ""]
     if corrupt:
         lines += ["## Corrupt sessions: side B's proposals corrupted (the exact work comparison)", "",
-                  *corrupt_table(corrupt, case_ids), ""]
+                  *corrupt_table(corrupt, case_ids, out), ""]
     return "\n".join(lines)
 
 

@@ -110,7 +110,7 @@ class VllmSpec:
     """Arguments for ``vllm.LLM(...)`` of a draft with ``engine: vllm`` (and of its verifier-only baseline).
 
     None leaves the choice to specperf's device default (``gpu_memory_utilization``, ``max_num_seqs``,
-    ``max_model_len``, ``enforce_eager``: docs: Engines, "The vLLM engine") or to vLLM. A draft's own mapping overrides the
+    ``max_model_len``, ``enforce_eager``: docs, "The vLLM engine") or to vLLM. A draft's own mapping overrides the
     suite's key by key; ``speculative_config`` extras merge key by key too.
     """
 
