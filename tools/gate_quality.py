@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from specperf.analysis import gates  # noqa: E402
+from specperf.analysis.stats import finite_values  # noqa: E402
 from specperf.config import Thresholds, TimingGate, load_config  # noqa: E402
 from specperf.output.benchfile import load_bench_json  # noqa: E402
 
@@ -94,17 +95,6 @@ def collect(out: Path, runs: int, injected: int) -> None:
 ALTERNATIVES = ("less", "greater", "two-sided")
 # Largest len(x) * len(y) for which mann_whitney_u enumerates the exact null distribution.
 EXACT_MAX_PAIRS = 400
-
-
-def _finite(values: Sequence[float], what: str) -> list[float]:
-    """``values`` as floats; ValueError if empty or if any is NaN/infinite."""
-    out = [float(v) for v in values]
-    if not out:
-        raise ValueError(f"{what} of an empty sequence is undefined; pass at least one value")
-    bad = [v for v in out if not math.isfinite(v)]
-    if bad:
-        raise ValueError(f"{what} needs finite values, got {bad[0]!r}; drop NaN/inf samples first")
-    return out
 
 
 def _ranks(values: Sequence[float]) -> tuple[list[float], list[int]]:
@@ -191,8 +181,8 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float],
     """
     if alternative not in ALTERNATIVES:
         raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}, got {alternative!r}")
-    xs = _finite(x, "mann_whitney_u x")
-    ys = _finite(y, "mann_whitney_u y")
+    xs = finite_values(x, "mann_whitney_u x")
+    ys = finite_values(y, "mann_whitney_u y")
     m, n = len(xs), len(ys)
     ranks, groups = _ranks(xs + ys)
     u = math.fsum(ranks[:m]) - m * (m + 1) / 2

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 # --------------------------------------------------------------------------- descriptive statistics
 
 
-def _finite_values(values: Sequence[float], what: str) -> list[float]:
+def finite_values(values: Sequence[float], what: str) -> list[float]:
     """``values`` as floats; ValueError if empty or if any is NaN/infinite."""
     out = [float(v) for v in values]
     if not out:
@@ -44,7 +44,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     """
     if not (isinstance(q, (int, float)) and 0.0 <= q <= 100.0):
         raise ValueError(f"percentile q must be a number in [0, 100], got {q!r}")
-    ordered = sorted(_finite_values(values, "percentile"))
+    ordered = sorted(finite_values(values, "percentile"))
     position = (len(ordered) - 1) * (q / 100.0)
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
@@ -66,7 +66,7 @@ class Summary:
 
 def summarize(values: Sequence[float]) -> Summary:
     """Count, mean, 5th/50th/95th percentiles, min and max of ``values`` (ValueError if empty)."""
-    data = _finite_values(values, "summarize")
+    data = finite_values(values, "summarize")
     return Summary(
         n=len(data),
         mean=math.fsum(data) / len(data),
