@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PERF_TESTS, ROOT, SUITE
+from tests.helpers import PERF_TESTS, ROOT, SUITE, load_cases
 
 # End to end: every test here runs a pytest session in process, most with two real A/B workers.
 pytestmark = pytest.mark.slow
@@ -56,8 +56,7 @@ def test_a_against_itself_is_not_different_and_writes_both_sides(pytester):
     result.assert_outcomes(passed=1, skipped=1)  # the baseline case is paired inside the draft case
     result.stdout.fnmatch_lines(["*A/B: side A*", "*small-k2-0:2*wall*", "*small-k2-0:2*speedup*"])
     assert "DIFFERENT" not in result.stdout.str()
-    b_info = [b["extra_info"] for b in json.loads((pytester.path / "b.json").read_text())["benchmarks"]
-              if b["extra_info"].get("draft")][0]
+    b_info = load_cases(pytester.path / "b.json")["small-k2-0:2"]
     a_doc = json.loads((pytester.path / "ab" / "A.json").read_text())
     (a_info,) = [b["extra_info"] for b in a_doc["benchmarks"]]
     assert a_info["case_id"] == b_info["case_id"] == "small-k2-0:2"
@@ -90,8 +89,7 @@ def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
     result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-grain=alternate")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*AbRegression: small-k2-0:2: * B/A *DIFFERENT slower*"])
-    info = [b["extra_info"] for b in json.loads((pytester.path / "b.json").read_text())["benchmarks"]
-            if b["extra_info"].get("draft")][0]
+    info = load_cases(pytester.path / "b.json")["small-k2-0:2"]
     decisions = {r["metric"]: (r["decision"], r["direction"]) for r in info["ab"]["results"]}
     assert ("DIFFERENT", "slower") in decisions.values(), decisions
     assert "Grain: alternate." in (pytester.path / "ab" / "ab.md").read_text()

@@ -36,6 +36,16 @@ class AbRegression(SpecperfError):
     """Side B is slower than side A beyond min_effect (DIFFERENT), or their greedy work differs."""
 
 
+def _run_settings(options: Options) -> list[str]:
+    """The worker options for this session's device, dtype and token count (when the command line set them)."""
+    args: list[str] = []
+    for flag, value in (("--device", options.device), ("--dtype", options.dtype),
+                        ("--max-new-tokens", options.max_new_tokens)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
 def _narrowing(options: Options) -> tuple[str, ...]:
     """The worker options that narrow a side's suite as this session's command line narrowed its own."""
     args: list[str] = []
@@ -43,11 +53,7 @@ def _narrowing(options: Options) -> tuple[str, ...]:
                          ("--batch", options.batch_size)):
         if values:
             args += [flag, ",".join(map(str, values))]
-    for flag, value in (("--device", options.device), ("--dtype", options.dtype),
-                        ("--max-new-tokens", options.max_new_tokens)):
-        if value is not None:
-            args += [flag, str(value)]
-    return tuple(args)
+    return (*args, *_run_settings(options))
 
 
 def case_narrowing(case: Case, options: Options) -> tuple[str, ...]:
@@ -55,11 +61,7 @@ def case_narrowing(case: Case, options: Options) -> tuple[str, ...]:
     dtype and token count."""
     assert case.draft is not None
     args = ["--drafts", case.draft.name, "--k", str(case.k), "--slices", case.slice, "--batch", str(case.batch_size)]
-    for flag, value in (("--device", options.device), ("--dtype", options.dtype),
-                        ("--max-new-tokens", options.max_new_tokens)):
-        if value is not None:
-            args += [flag, str(value)]
-    return tuple(args)
+    return (*args, *_run_settings(options))
 
 
 def a_config(options: Options) -> Path:
