@@ -174,3 +174,5 @@ class CaseRecord:
     replay_slice: str | None = None
     replay_audits: list[Audit] = field(default_factory=list)
     calls_by_k: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # Serving mode: the load level's figures (specperf.analysis.serving keys), computed by the bench; None otherwise.
+    serving: dict[str, object] | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Callable
 
 # No test needs a model hub: offline mode, forced whatever the shell says, makes a stray hub lookup fail at once
 # instead of waiting on the network. Set before torch and transformers load: huggingface_hub and datasets read the
@@ -19,6 +21,31 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from tests.helpers import run_suite
 
 pytest_plugins = ["pytester"]
+
+# `pytest tests/` runs on this many worker processes (pytest-xdist) unless -n is given (-n 0: one process). The
+# tests are CPU-bound and mostly single-threaded, so two workers halve the suite's time on a 2-core machine.
+TEST_WORKERS = min(2, len(os.sched_getaffinity(0)))
+XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Default to TEST_WORKERS workers (runs before xdist's own hook, which turns -n into its session). Not in a
+    worker: xdist clears -n there and calls this hook again."""
+    if hasattr(config, "workerinput") or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    if getattr(config.option, "numprocesses", 0) is None and TEST_WORKERS > 1:
+        config.option.numprocesses = TEST_WORKERS
+        if config.option.dist == "no":  # a module's tests share its fixtures on one worker
+            config.option.dist = "loadscope"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a worker, hide xdist's variables from the pytest sessions the tests start (in process or as children):
+    pytest-benchmark turns itself off when it sees them, and those sessions are not distributed."""
+    if hasattr(config, "workerinput"):
+        for name in XDIST_VARIABLES:
+            os.environ.pop(name, None)
 
 # Tiny models run fastest on one thread: OpenMP's fork/join costs more than their matmuls (7x here at 2 threads).
 torch.set_num_threads(1)
@@ -84,11 +111,27 @@ def identical_draft(verifier: GPT2LMHeadModel) -> torch.nn.Module:
     return clone_weights(verifier)
 
 
+def once_per_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str,
+                 make: Callable[[Path], Path]) -> Path:
+    """``make(folder)`` run once per test run, by whichever xdist worker asks first; the other workers wait for it
+    and reuse its result (xdist's recipe for session fixtures that must run once)."""
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):
+        root = root.parent  # shared by the workers of this run
+    folder, result = root / f"once-{name}", root / f"once-{name}.result"
+    with (root / f"once-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            folder.mkdir(exist_ok=True)
+            result.write_text(str(make(folder)))
+    return Path(result.read_text())
+
+
 @pytest.fixture(scope="session")
-def bench_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bench_json(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real, small benchmark run shared by the report and CLI tests: its ``--benchmark-json`` file (read only:
-    copy it before changing it). Session-scoped, so the suite runs once per test session."""
-    return run_suite(tmp_path_factory.mktemp("bench"))
+    copy it before changing it). It runs once per test run, on whichever worker first needs it."""
+    return once_per_run(request, tmp_path_factory, "bench", run_suite)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from specperf.analysis.contract import RATE_KEYS, BaseInfo, DraftInfo
+from specperf.analysis.contract import RATE_KEYS, BaseInfo, DraftInfo, ServerInfo
 from specperf.output import contract_doc
-from specperf.output.contract_doc import FIELDS, contract_table
+from specperf.output.contract_doc import FIELDS, SERVER_FIELDS, contract_table, server_table
 from tests.helpers import load_cases
 
 CONTRACT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "contract.md"
@@ -33,6 +33,15 @@ def test_the_docs_page_shows_the_generated_table_of_every_key():
     baseline_rows = [row for row in rows if "| yes |" in row]
     assert {row.split("`")[1] for row in baseline_rows} == set(BaseInfo.__annotations__)
     assert "| `k` | `int` | tokens | yes |" in contract_table()
+
+
+def test_every_server_key_has_a_description_and_a_row():
+    server_only = [key for key in ServerInfo.__annotations__ if key not in DraftInfo.__annotations__]
+    assert set(SERVER_FIELDS) == set(server_only)
+    rows = [line.split("`")[1] for line in server_table().splitlines() if line.startswith("| `")]
+    assert rows == server_only
+    assert "<!-- specperf:contract-server -->" in CONTRACT_PAGE.read_text(encoding="utf-8")
+    assert "| `twin_tpot_ms_p50` | `float or None` | ms |" in server_table()
 
 
 def test_a_key_without_a_description_fails_the_docs_build(monkeypatch):

@@ -49,7 +49,7 @@ def test_every_suite_yaml_key_is_documented() -> None:
     suite = (DOCS / "suite.md").read_text(encoding="utf-8")
     table = "\n".join(line for line in suite.splitlines() if line.startswith("| `"))
     sections = {"drafts[].": schema.DraftSpec, "dataset.": schema.DatasetSpec, "generation.": schema.GenerationSpec,
-                "timing.": schema.TimingSpec, "vllm.": schema.VllmSpec}
+                "timing.": schema.TimingSpec, "vllm.": schema.VllmSpec, "serving.": schema.ServingSpec}
     missing = [name for name in _fields(schema.SuiteConfig) if f"`{name}" not in table]
     for prefix, cls in sections.items():
         missing += [prefix + name for name in _fields(cls)
@@ -61,3 +61,21 @@ def test_every_suite_yaml_key_is_documented() -> None:
     for cls in (schema.Floors, schema.Tolerances, schema.TimingGate):
         absent = [name for name in _fields(cls) if f"{name}:" not in gates]
         assert not absent, f"docs/gates.md's thresholds YAML lacks {cls.__name__} keys {absent}"
+
+
+def test_the_api_page_renders_every_public_name_of_the_package() -> None:
+    import importlib
+
+    import specperf
+
+    page = (DOCS / "api.md").read_text(encoding="utf-8")
+    rendered = set(re.findall(r"^::: ([\w.]+)$", page, flags=re.M))
+    for name in specperf.__all__:
+        module = getattr(specperf, name).__module__
+        assert f"{module}.{name}" in rendered or module in rendered, f"{name} is missing from docs/api.md"
+    for target in rendered:  # every rendered target exists, as a module or as a name in one
+        module, _, attr = target.rpartition(".")
+        try:
+            importlib.import_module(target)
+        except ModuleNotFoundError:
+            assert hasattr(importlib.import_module(module), attr), target

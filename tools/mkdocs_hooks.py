@@ -2,7 +2,8 @@
 
 - ``index.md`` is README.md, its ``docs/`` links made relative to the site;
 - ``<!-- specperf:options -->`` becomes the plugin's options table (:func:`specperf.output.options_doc.options_table`)
-  and ``<!-- specperf:contract -->`` the output contract (:func:`specperf.output.contract_doc.contract_table`);
+  ``<!-- specperf:contract -->`` the output contract (:func:`specperf.output.contract_doc.contract_table`) and
+  ``<!-- specperf:contract-server -->`` the keys of server cases (:func:`~specperf.output.contract_doc.server_table`);
 - the report files under ``outputs/`` (markdown, plots and CSV tables, not the raw runs) are added at
   ``outputs/...``, so the results pages link the tables and plots the last measured runs wrote.
 """
@@ -18,7 +19,8 @@ from mkdocs.structure.files import File, Files
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ROOT / "outputs"
 RAW = {"runs", "sessions"}  # raw run folders: JSON and logs, not pages
-MARKERS = {"<!-- specperf:options -->": "options", "<!-- specperf:contract -->": "contract"}
+MARKERS = {"<!-- specperf:options -->": "options", "<!-- specperf:contract -->": "contract",
+           "<!-- specperf:contract-server -->": "server"}
 
 
 def _readme() -> str:
@@ -40,9 +42,9 @@ def _generated(name: str) -> str:
         from specperf.output.options_doc import options_table
 
         return options_table()
-    from specperf.output.contract_doc import contract_table
+    from specperf.output.contract_doc import contract_table, server_table
 
-    return contract_table()
+    return server_table() if name == "server" else contract_table()
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from specperf.analysis.serving import LevelMetrics, ServingSpeedup
+
 Number = float | int
 Rates = list[float | None]
 
@@ -164,9 +166,72 @@ class DraftInfo(CaseId, DraftMetrics):
     """What a draft case reports: every key of :class:`BaseInfo`, and those of a draft."""
 
 
+class ServingLoad(TypedDict):
+    """Which load level a server case ran (serving mode)."""
+
+    load: str  # 'c4' (concurrency 4), 'r2' (2 requests/s) or 'rinf'
+    concurrency: int | None  # closed-loop level; None for a request rate
+    request_rate: float | None  # open-loop level (requests/s); None for a concurrency or inf
+
+
+class TwinLevelMetrics(TypedDict):
+    """The twin server's :class:`~specperf.analysis.serving.LevelMetrics` at the same load, each key prefixed."""
+
+    twin_requests: int
+    twin_completed: int
+    twin_failed: int
+    twin_duration_s: float
+    twin_output_tokens: int
+    twin_ttft_ms_p50: float | None
+    twin_ttft_ms_p95: float | None
+    twin_ttft_ms_p99: float | None
+    twin_ttft_ms_mean: float | None
+    twin_tpot_ms_p50: float | None
+    twin_tpot_ms_p95: float | None
+    twin_tpot_ms_p99: float | None
+    twin_tpot_ms_mean: float | None
+    twin_itl_ms_p50: float | None
+    twin_itl_ms_p95: float | None
+    twin_itl_ms_p99: float | None
+    twin_itl_ms_mean: float | None
+    twin_e2el_ms_p50: float | None
+    twin_e2el_ms_p95: float | None
+    twin_e2el_ms_p99: float | None
+    twin_e2el_ms_mean: float | None
+    twin_chunk_itl_ms_p50: float | None
+    twin_chunk_itl_ms_p95: float | None
+    twin_chunk_itl_ms_p99: float | None
+    twin_chunks_per_request_mean: float | None
+    twin_tokens_per_chunk_mean: float | None
+    twin_output_tok_s: float
+    twin_request_s: float
+    twin_goodput_req_s: float | None
+    twin_slo_attainment: float | None
+
+
+class ServerAcceptance(TypedDict):
+    """Acceptance from the speculative server's /metrics counters over its timed requests; None where it has none."""
+
+    server_acceptance_rate: float | None
+    server_mean_acceptance_length: float | None
+    server_position_acceptance: Rates | None
+    server_draft_tokens: float | None
+    server_accepted_tokens: float | None
+    server_metrics_note: str | None  # why the counters are null
+
+
+class ServerMetrics(DraftMetrics, ServingLoad, LevelMetrics, TwinLevelMetrics, ServingSpeedup, ServerAcceptance):
+    """What a server case (``engine: server``) extracts: a draft case's keys, and its load level's."""
+
+
+class ServerInfo(CaseId, ServerMetrics):
+    """What a server case reports: every key of :class:`DraftInfo`, and the serving keys."""
+
+
 # Keys whose values are rates: each value (or each list item) lies in 0..1 when not None.
 RATE_KEYS = ("acceptance_mean", "acceptance_p50", "acceptance_p95", "acceptance_aggregate",
              "audit_acceptance_aggregate", "replay_acceptance_aggregate", "acceptance_per_request",
              "agreement_mean", "agreement_p50", "agreement_p95", "alpha",
              "position_acceptance", "exact_match_rate", "exact_or_near_tie_rate", "exact_match_gated",
-             "time_verifier_share", "time_draft_share", "time_other_share")
+             "time_verifier_share", "time_draft_share", "time_other_share", "slo_attainment", "twin_slo_attainment",
+             "server_acceptance_rate", "server_position_acceptance")

@@ -24,6 +24,9 @@ FLOORS = {  # floor key -> extra_info metric it bounds from below
     "min_acceptance": "acceptance_aggregate",
     "min_agreement": "alpha",
     "min_exact_match": "exact_match_gated",  # exact_match_rate in float32; exact or near-tie in half precision
+    "min_tpot_speedup": "tpot_speedup",  # serving mode: server cases only (other cases lack the key)
+    "min_throughput_speedup": "throughput_speedup",
+    "min_slo_attainment": "slo_attainment",
 }
 # (metric, tolerance field, rule): "abs" = may drop by at most t, "rel" = by at most t * old, "rise" = may rise
 # by at most t * old (lower is better).
@@ -59,7 +62,8 @@ class Violation:
 
 
 SAMPLING_NOTE = "exact-match floor not applied: the suite samples (temperature > 0), so outputs differ by design"
-TIMING_FLOORS = ("min_speedup",)  # floors on timed metrics: not applied to an untimed run (--benchmark-disable)
+# Floors on timed metrics: not applied to an untimed run (--benchmark-disable).
+TIMING_FLOORS = ("min_speedup", "min_tpot_speedup", "min_throughput_speedup", "min_slo_attainment")
 
 
 def sampled(values: Mapping[str, Any]) -> bool:

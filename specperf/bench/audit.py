@@ -207,6 +207,11 @@ def divergence_margin(verifier: torch.nn.Module | ModelForward, prompt_ids: list
     return pair[0] - pair[1], max(abs(pair[0]), abs(pair[1]))
 
 
+# Engines whose draft-model steps follow vLLM's proposer (vLLM offline, and serving mode's servers, started as vLLM
+# or attached to one): vLLM's walk of the draft's decisions replays them.
+VLLM_ENGINES = ("vllm", "server")
+
+
 def _walk(runner: CaseRunner, case: Case, prompt: list[int], tokens: list[int], k: int) -> Walk | None:
     """The walk of a model draft's decisions along ``tokens``; None for drafters replayed step by step."""
     assert case.draft is not None
@@ -215,7 +220,7 @@ def _walk(runner: CaseRunner, case: Case, prompt: list[int], tokens: list[int], 
         return None
     assert case.draft.model is not None
     draft = store.model(case.draft.model).model
-    if case.draft.engine == "vllm":
+    if case.draft.engine in VLLM_ENGINES:
         return vllm_walk(draft, store.verifier.forward, prompt, tokens, k=k)
     return model_walk(draft, prompt, tokens, k=k, max_new_tokens=max_new)
 
@@ -231,10 +236,12 @@ def audit_case(runner: CaseRunner, case: Case, results: list[DecodeResult], *, p
     gen = runner.generation
     prompts = runner.store.prompts(case.slice).ids if prompts is None else prompts
     k = case.k if k is None else k
-    vllm_model = case.draft.engine == "vllm" and case.draft.drafter == "model"
+    vllm_model = case.draft.engine in VLLM_ENGINES and case.draft.drafter == "model"
     # Greedy counters are fully determined by the tokens: specperf's own, and vLLM's draft models (its n-gram
     # lookup matches differently from specperf's, so its audit is a comparison, not a check).
     checked = check and gen.temperature == 0.0 and (case.draft.engine == "specperf" or vllm_model)
+    if case.draft.engine == "server":  # a server that gave no per-request counters has nothing to check
+        checked = checked and all(r.proposed is not None for r in results)
     audits = []
     for i, (prompt, result) in enumerate(zip(prompts, results)):
         walk = _walk(runner, case, prompt, result.tokens, k)

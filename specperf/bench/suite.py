@@ -31,6 +31,7 @@ class SuiteBench:
         self.costs = StepCostMeter(self.store, config.generation, config.timing)
         self.replayer = Replayer(self.runner, config.dataset, config.generation)
         self.interventions = self.runner.interventions
+        self._serving: Any = None  # ServingCases, created by the first server case
 
     @property
     def device(self) -> Any:
@@ -69,9 +70,42 @@ class SuiteBench:
         record.time_split = self.time_split(case) if self._splits(record) else None
         return record
 
+    def serving(self) -> Any:
+        """The session's servers (serving mode), created by the first server case."""
+        if self._serving is None:
+            from specperf.bench.serving_cases import ServingCases
+
+            tokenizer = self.store.verifier.tokenizer
+            self._serving = ServingCases(self.config, str(self.store.device),
+                                         lambda text: list(tokenizer.encode(text, add_special_tokens=False)))
+        return self._serving
+
+    def run_server_case(self, case: Case, benchmark: Any) -> CaseRecord:
+        """Measure one load level on the case's speculative server and its twin, then audit the server's greedy
+        output with specperf's models, as for vLLM offline."""
+        from specperf.bench.serving_cases import served_figures
+
+        assert case.draft is not None
+        prompts = self.store.prompts(case.slice).ids
+        served = self.serving().measure(case, prompts, benchmark)
+        record = self._record(case, TimedRuns(served.rounds, served.baseline_rounds, timed=served.timed))
+        last, twin_last = served.rounds[-1], served.baseline_rounds[-1]
+        if case.draft.drafter in ("model", "prompt-lookup"):
+            record.audits = audit_case(self.runner, case, last)
+        # Exactness is against the twin server's greedy output at the same load.
+        record.first_divergence, margins = divergences(self.runner, case, twin_last, last)
+        record.divergence_margins = [None if m is None else m[0] for m in margins]
+        record.divergence_magnitudes = [None if m is None else m[1] for m in margins]
+        if case.draft.drafter == "model" and case.draft.model is not None:
+            record.draft_params = self.store.model(case.draft.model).n_params
+        record.serving = served_figures(case, served)
+        return record
+
     def run_case(self, case: Case, benchmark: Any) -> CaseRecord:
         """Time a draft case against its paired baseline rounds, audit its last round, measure its step costs."""
         assert case.draft is not None
+        if case.draft.engine == "server":
+            return self.run_server_case(case, benchmark)
         runs = self.runner.benchmark_case(case, benchmark)
         record = self._record(case, runs)
         last, base_last = runs.rounds[-1], runs.baseline_rounds[-1]
@@ -94,5 +128,9 @@ class SuiteBench:
         return record
 
     def close(self) -> None:
-        """Shut down what the session started outside this process (vLLM engines)."""
-        self.runner.close()
+        """Shut down what the session started outside this process (vLLM engines, servers)."""
+        try:
+            if self._serving is not None:
+                self._serving.close()
+        finally:
+            self.runner.close()

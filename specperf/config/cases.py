@@ -20,11 +20,14 @@ class Case:
     k: int
     slice: str
     batch_size: int = 1
+    load: str = ""  # serving mode: the load level, 'c4' (concurrency 4) or 'r2' (2 requests/s); '' otherwise
 
     @property
     def id(self) -> str:
-        """Stable across commits: pytest-benchmark's --benchmark-compare matches runs by it. Batch 1 has no suffix."""
+        """Stable across commits: pytest-benchmark's --benchmark-compare matches runs by it. Batch 1 has no suffix;
+        a server case ends in its load level, e.g. ``draft-medium-k4-0:32-c4``."""
         suffix = f"-b{self.batch_size}" if self.batch_size > 1 else ""
+        suffix += f"-{self.load}" if self.load else ""
         if self.draft is None:
             return f"baseline-{self.slice}{suffix}"
         return f"{self.draft.name}-k{self.k}-{self.slice}{suffix}"
@@ -40,11 +43,13 @@ def build_cases(config: SuiteConfig) -> tuple[list[Case], list[Case]]:
 
     transformers' assisted generation decodes one request at a time, so HF-engine drafts run at batch size 1 only.
     vLLM cases come last, grouped by engine (arguments, draft, k), so that each vLLM engine starts once and at most
-    one speculative engine and its verifier-only twin are alive at a time.
+    one speculative engine and its verifier-only twin are alive at a time. Server cases (serving mode) follow, one
+    per load level, at batch size 1 (a server batches the concurrent requests itself), grouped by (draft, k) so each
+    speculative server starts once.
     """
     slices, sizes = list(config.dataset.slices), list(config.batch_size)
     drafts = [Case(d, k, s, b) for s in slices for b in sizes for d in config.drafts for k in config.k
-              if b == 1 or d.engine != "hf"]
+              if (b == 1 or d.engine != "hf") and d.engine != "server"]
     order = {d.name: i for i, d in enumerate(config.drafts)}
     # Engine arguments without the speculative config: the verifier-only engine a draft shares with others.
     shared = {d.name: dataclasses.replace(config.vllm_for(d), speculative_config=()) for d in config.drafts}
@@ -56,7 +61,9 @@ def build_cases(config: SuiteConfig) -> tuple[list[Case], list[Case]]:
 
     vllm = sorted((c for c in drafts if c.draft is not None and c.draft.engine == "vllm"), key=engine_group)
     drafts = [c for c in drafts if c.draft is None or c.draft.engine != "vllm"] + vllm
-    return drafts, [Case(None, 0, s, b) for s in slices for b in sizes]
+    served = [Case(d, k, s, 1, load) for d in config.drafts if d.engine == "server" for k in config.k
+              for s in slices for load in config.serving.loads]
+    return drafts + served, [Case(None, 0, s, b) for s in slices for b in sizes]
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from specperf.config.sections import (
     parse_timing,
     select_drafts,
 )
+from specperf.config.serving import parse_serving
 from specperf.config.thresholds import parse_thresholds_at
 from specperf.config.vllm import parse_vllm
 from specperf.config.yaml_io import read_yaml
@@ -71,7 +72,7 @@ def parse_config(data: object, *, source: str = "<config>") -> SuiteConfig:
     drafts = parse_drafts(required_key(top, "drafts", at, "drafts: [{name: draft-small, model: "
                                        "embedded:draft-small}]"), at.key("drafts"))
     threads, unset = top.get("threads"), SUITE_DEFAULTS
-    return SuiteConfig(
+    config = SuiteConfig(
         verifier=verifier,
         device=parse_suite_device(top.get("device", unset["device"]), at.key("device")),
         dtype=check_choice(top.get("dtype", unset["dtype"]), at.key("dtype"), DTYPES),
@@ -88,7 +89,22 @@ def parse_config(data: object, *, source: str = "<config>") -> SuiteConfig:
         timing=parse_timing(top.get("timing"), at.key("timing")),
         thresholds=parse_thresholds_at(top.get("thresholds"), at.key("thresholds"), [d.name for d in drafts]),
         vllm=parse_vllm(top.get("vllm"), at.key("vllm")),
+        serving=parse_serving(top.get("serving"), at.key("serving")),
     )
+    _check_attached(config, at)
+    return config
+
+
+def _check_attached(config: SuiteConfig, at: At) -> None:
+    """Servers someone else runs have one draft and one k each: the suite must not ask for more."""
+    if not config.serving.attached:
+        return
+    served = [d.name for d in config.drafts if d.engine == "server"]
+    if len(served) > 1 or len(config.k) > 1:
+        raise ConfigError(f"{at.source}: serving.url attaches to one running server, which runs one draft at one "
+                          f"k, but the suite has {len(served)} engine: server draft(s) ({', '.join(served)}) and k "
+                          f"{list(config.k)}; fix: keep one server draft and set k to the server's "
+                          "num_speculative_tokens (or let specperf start the servers: remove url and baseline_url)")
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> SuiteConfig:

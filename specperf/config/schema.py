@@ -21,7 +21,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 # how specperf runs a model forward: its lean GPT-2 forward where the model is one, or always transformers'
 FORWARDS = ("lean", "transformers")
 DRAFTERS = ("model", "prompt-lookup")
-ENGINES = ("specperf", "hf", "vllm")
+ENGINES = ("specperf", "hf", "vllm", "server")
 EMBEDDED_PREFIX = "embedded:"
 # The embedded family (specperf/embedded/weights): the one list, read by the loader and the validator.
 EMBEDDED_MODELS = ("verifier", "draft-small", "draft-medium", "draft-large")
@@ -49,6 +49,10 @@ class Floors:
     min_acceptance: float | None = None  # accepted / proposed draft tokens, 0..1
     min_agreement: float | None = None  # per-token agreement with the baseline, 0..1
     min_exact_match: float | None = 1.0  # greedy requests identical to the baseline (near-ties allowed in fp16/bf16)
+    # serving mode (engine: server), at each load level against the twin server at the same load:
+    min_tpot_speedup: float | None = None  # twin TPOT p50 / speculative TPOT p50
+    min_throughput_speedup: float | None = None  # speculative output tok/s / the twin's
+    min_slo_attainment: float | None = None  # share of requests meeting every serving.slo objective (goodput), 0..1
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,66 @@ class VllmSpec:
         return dataclasses.replace(self, **changes, speculative_config=tuple(sorted(extras.items())))
 
 
+# Serving mode (engine: server): the servers whose /metrics names specperf knows (specperf.engine.server.metrics_text).
+SERVER_KINDS = ("vllm", "sglang", "llamacpp")
+MAX_CONCURRENCY = 4096
+MAX_REQUESTS = 100_000
+
+
+@dataclass(frozen=True)
+class SloSpec:
+    """Service-level objectives of goodput (vLLM bench's --goodput): a request is good when it meets every one set."""
+
+    ttft_ms: float | None = None  # time to first token, milliseconds
+    tpot_ms: float | None = None  # time per output token after the first, milliseconds
+    e2el_ms: float | None = None  # end-to-end latency of the request, milliseconds
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """Serving mode: each ``engine: server`` draft is measured through an OpenAI-compatible server under load, against
+    a twin server of the same verifier with no speculation, at the same load.
+
+    specperf starts vLLM's server (and its twin) itself unless ``url`` names a running server to attach to.
+    """
+
+    url: str | None = None  # attach: base URL of a running speculative server; None = specperf starts vLLM
+    baseline_url: str | None = None  # attach: its non-speculative twin (required with url)
+    kind: str = "vllm"  # vllm | sglang | llamacpp: whose /metrics names to read
+    model_name: str | None = None  # attach: the served model name; None = the server's only model
+    concurrency: tuple[int, ...] = (1, 4)  # closed-loop levels: requests in flight at all times
+    request_rate: tuple[float, ...] = ()  # open-loop levels, requests per second (Poisson/gamma arrivals)
+    burstiness: float = 1.0  # gamma shape of open-loop arrival gaps (1 = Poisson), as vLLM bench
+    requests: int = 16  # timed requests per load level (request i uses prompt i mod slice size)
+    warmup_requests: int = 2  # untimed requests at the same level first
+    rounds: int = 1  # timed load runs per case and side, twin and speculative alternating
+    seed: int = 0  # seed of the open-loop arrival times
+    slo: SloSpec = SloSpec()  # goodput objectives; unset = no goodput
+    host: str = "127.0.0.1"  # where started servers listen
+    port: int | None = None  # first port of started servers (the twin takes the next); None = free ports
+    startup_timeout_s: float = 600.0  # how long a started server may take to become healthy
+    request_timeout_s: float = 600.0  # how long one request may take
+    server_args: tuple[str, ...] = ()  # extra command-line arguments of every started server
+    env: tuple[tuple[str, str], ...] = ()  # extra environment of started servers, sorted by name
+
+    @property
+    def attached(self) -> bool:
+        """Whether specperf attaches to running servers instead of starting them."""
+        return self.url is not None
+
+    @property
+    def loads(self) -> tuple[str, ...]:
+        """The load levels as case-id labels: 'c4' (concurrency 4), 'r2' / 'r0.5' (requests per second)."""
+        return tuple(f"c{c}" for c in self.concurrency) + tuple(f"r{rate_label(r)}" for r in self.request_rate)
+
+
+def rate_label(rate: float) -> str:
+    """A request rate as it appears in case ids: 2.0 -> '2', 0.5 -> '0.5', inf -> 'inf'."""
+    if rate == float("inf"):
+        return "inf"
+    return f"{rate:g}"
+
+
 @dataclass(frozen=True)
 class DraftSpec:
     """One draft: a model (or prompt lookup) and the engine that runs it."""
@@ -140,7 +204,7 @@ class DraftSpec:
     name: str  # unique; appears in test ids
     model: str | None = None  # hub id, local path or embedded:NAME; None for prompt-lookup
     drafter: str = "model"  # model | prompt-lookup
-    engine: str = "specperf"  # specperf | hf (transformers assisted generation) | vllm
+    engine: str = "specperf"  # specperf | hf (transformers assisted generation) | vllm | server (serving mode)
     max_ngram: int = 3  # prompt-lookup: longest n-gram matched
     min_ngram: int = 1  # prompt-lookup: shortest n-gram matched
     vllm: VllmSpec | None = None  # engine vllm: overrides of the suite's vllm mapping
@@ -198,6 +262,7 @@ class SuiteConfig:
     timing: TimingSpec = TimingSpec()  # rounds per case
     thresholds: Thresholds = Thresholds()  # CI gates
     vllm: VllmSpec = VllmSpec()  # engine arguments of every engine: vllm draft (a draft's own mapping overrides)
+    serving: ServingSpec = ServingSpec()  # serving mode: servers, load levels and SLOs of engine: server drafts
 
     def vllm_for(self, draft: DraftSpec) -> VllmSpec:
         """The vLLM arguments of ``draft``: the suite's mapping with the draft's own on top."""
@@ -206,7 +271,13 @@ class SuiteConfig:
     @property
     def uses_vllm(self) -> bool:
         """Whether any draft runs on vLLM (which then must be installed)."""
-        return any(d.engine == "vllm" for d in self.drafts)
+        return any(d.engine in ("vllm", "server") and not (d.engine == "server" and self.serving.attached)
+                   for d in self.drafts)
+
+    @property
+    def uses_server(self) -> bool:
+        """Whether any draft is measured through a server (serving mode)."""
+        return any(d.engine == "server" for d in self.drafts)
 
     @property
     def draft_names(self) -> tuple[str, ...]:
@@ -232,3 +303,6 @@ GENERATION_KEYS = tuple(f.name for f in dataclasses.fields(GenerationSpec))
 TIMING_KEYS = tuple(f.name for f in dataclasses.fields(TimingSpec))
 TOP_KEYS = tuple(f.name for f in dataclasses.fields(SuiteConfig))
 VLLM_KEYS = tuple(f.name for f in dataclasses.fields(VllmSpec))
+SERVING_KEYS = tuple(f.name for f in dataclasses.fields(ServingSpec))
+SLO_KEYS = tuple(f.name for f in dataclasses.fields(SloSpec))
+SERVING_DEFAULTS = _defaults(ServingSpec)

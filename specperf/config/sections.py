@@ -89,9 +89,9 @@ def _check_draft(draft: DraftSpec, data: Mapping[str, Any], at: At) -> None:
     if draft.drafter == "prompt-lookup" and draft.engine == "hf":
         raise at.key("engine").error(draft.engine, "engine 'specperf' or 'vllm' for drafter 'prompt-lookup'",
                                      "remove engine (hf runs model drafts only), or set drafter: model")
-    if draft.vllm is not None and draft.engine != "vllm":
+    if draft.vllm is not None and draft.engine not in ("vllm", "server"):
         raise at.key("vllm").error(data["vllm"], f"no vllm mapping for engine {draft.engine!r}",
-                                   "remove it, or set engine: vllm")
+                                   "remove it, or set engine: vllm or server")
     _check_ngrams(draft, data, at)
 
 

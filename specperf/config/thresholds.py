@@ -17,6 +17,7 @@ from specperf.errors import ConfigError
 _FLOOR_RANGES: dict[str, tuple[float | None, float | None]] = {
     "min_speedup": (0.0, None), "min_flop_speedup": (0.0, None),
     "min_acceptance": (0.0, 1.0), "min_agreement": (0.0, 1.0), "min_exact_match": (0.0, 1.0),
+    "min_tpot_speedup": (0.0, None), "min_throughput_speedup": (0.0, None), "min_slo_attainment": (0.0, 1.0),
 }
 _TOLERANCE_RANGES: dict[str, tuple[float | None, float | None]] = {
     "acceptance": (0.0, 1.0), "agreement": (0.0, 1.0), "mean_accepted_length": (0.0, None),

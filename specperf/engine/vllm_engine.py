@@ -308,29 +308,43 @@ def _positions(per_step: Sequence[int], k: int) -> list[int]:
 
 
 def result_from_output(output: Any, *, prompt_len: int, k: int, wall_s: float) -> DecodeResult:
-    """A :class:`DecodeResult` from a vLLM ``RequestOutput``: tokens, timing and vLLM's per-request counters.
-
-    Verifier calls = the prefill, every verify step, and any step without a draft (each of those emits 1 token).
-    vLLM drafts k tokens even at the last step and drops what passes max_tokens, so its counters may count
-    accepted tokens beyond the output; the audit recomputes them the same way.
-    """
+    """A :class:`DecodeResult` from a vLLM ``RequestOutput``: tokens, timing and vLLM's per-request counters."""
     completion = output.outputs[0]
     tokens = list(completion.token_ids)
     metrics = getattr(output, "metrics", None)
     ttft = getattr(metrics, "first_token_latency", None) or wall_s
     stop = "eos" if completion.finish_reason == "stop" else "length"
     spec = completion.spec_decode_metrics
-    if spec is None:  # verifier-only: one forward per token
+    if spec is None:
+        return counted_result(tokens, prompt_len=prompt_len, k=0, wall_s=wall_s, ttft_s=ttft, stop=stop)
+    return counted_result(tokens, prompt_len=prompt_len, k=k, wall_s=wall_s, ttft_s=ttft, stop=stop,
+                          accepted_steps=list(spec.per_step_accepted), drafted_steps=list(spec.per_step_drafted),
+                          histogram=list(spec.histogram), draft_tokens=int(spec.num_draft_tokens))
+
+
+def counted_result(tokens: list[int], *, prompt_len: int, k: int, wall_s: float, ttft_s: float, stop: str,
+                   accepted_steps: list[int] | None = None, drafted_steps: list[int] | None = None,
+                   histogram: list[int] | None = None, draft_tokens: int | None = None,
+                   backend: str = "vllm") -> DecodeResult:
+    """A :class:`DecodeResult` from vLLM's per-request speculative counters (its offline ``RequestOutput`` or its
+    server's ``metrics.speculative_decoding``): the accepted and drafted count of every verify step.
+
+    Without ``accepted_steps`` the request is verifier-only: one forward per token. Verifier calls = the prefill,
+    every verify step, and any step without a draft (each of those emits 1 token). vLLM drafts k tokens even at
+    the last step and drops what passes max_tokens, so its counters may count accepted tokens beyond the output;
+    the audit recomputes them the same way.
+    """
+    if accepted_steps is None or drafted_steps is None:
         return DecodeResult(tokens, 0, prompt_len, len(tokens), 0, None, None, None, None, None, None, None,
-                            wall_s, ttft, stop, "vllm")
-    accepted, drafted = list(spec.per_step_accepted), list(spec.per_step_drafted)
-    plain_steps = max(0, len(tokens) - 1 - sum(a + 1 for a in accepted))
+                            wall_s, ttft_s, stop, backend)
+    plain_steps = max(0, len(tokens) - 1 - sum(a + 1 for a in accepted_steps))
     return DecodeResult(
-        tokens=tokens, k=k, prompt_len=prompt_len, verifier_calls=1 + len(accepted) + plain_steps,
+        tokens=tokens, k=k, prompt_len=prompt_len, verifier_calls=1 + len(accepted_steps) + plain_steps,
         draft_calls=None, verifier_tokens=None, draft_tokens=None,
-        proposed=int(spec.num_draft_tokens), accepted=sum(accepted), accept_counts=list(spec.histogram),
-        position_proposed=_positions(drafted, k), position_accepted=_positions(accepted, k),
-        wall_s=wall_s, ttft_s=ttft, stop_reason=stop, backend="vllm",
+        proposed=sum(drafted_steps) if draft_tokens is None else draft_tokens, accepted=sum(accepted_steps),
+        accept_counts=histogram, position_proposed=_positions(drafted_steps, k),
+        position_accepted=_positions(accepted_steps, k), wall_s=wall_s, ttft_s=ttft_s, stop_reason=stop,
+        backend=backend,
     )
 
 

@@ -180,3 +180,72 @@ def contract_table() -> str:
         lines.append(f"| `{key}` | `{_type_name(hints[key])}` | {unit} | {'yes' if key in baseline else ''} | "
                      f"{meaning} |")
     return "\n".join(lines)
+
+
+# Serving mode: the keys only server cases (``engine: server``) carry, besides every key of a draft case. A server
+# case's latency, throughput and speedup keys above are per request against the twin server's requests at the same
+# load. The twin's keys (``twin_`` + a level key) are described from the level key's own entry.
+_LEVEL_FIELDS: dict[str, tuple[str, str]] = {
+    "requests": ("count", "timed requests sent at this level, all rounds"),
+    "completed": ("count", "requests that streamed to the end"),
+    "failed": ("count", "requests that failed (a failure fails the case, naming the request)"),
+    "duration_s": ("s", "the level's wall time, first send to last end, summed over rounds"),
+    "output_tokens": ("count", "output tokens of completed requests (the server's usage)"),
+    "output_tok_s": ("tok/s", "output tokens / duration_s"),
+    "request_s": ("req/s", "completed requests / duration_s"),
+    "goodput_req_s": ("req/s", "requests meeting every `serving.slo` objective / duration_s; null without SLOs"),
+    "slo_attainment": ("", "share of completed requests meeting every `serving.slo` objective; null without SLOs"),
+    "chunks_per_request_mean": ("count", "streamed chunks carrying output, per request"),
+    "tokens_per_chunk_mean": ("tokens", "output tokens per chunk, pooled (several under speculation)"),
+}
+_LATENCIES = {
+    "ttft": "time to first token: send to the first chunk carrying output (vLLM bench)",
+    "tpot": "time per output token after the first, per request: (E2EL - TTFT) / (output tokens - 1) (vLLM bench)",
+    "itl": ("inter-token latency per token: a chunk of n tokens g after the previous one counts as n gaps of g/n "
+            "(vLLM bench counts one gap per chunk: `chunk_itl_ms`)"),
+    "e2el": "end-to-end latency of a request: send to its last chunk (vLLM bench)",
+}
+for _name, _meaning in _LATENCIES.items():
+    for _stat in ("p50", "p95", "p99", "mean"):
+        _LEVEL_FIELDS[f"{_name}_ms_{_stat}"] = ("ms", f"{_meaning}; {_stat} over requests (ITL: over tokens)")
+for _stat in ("p50", "p95", "p99"):
+    _LEVEL_FIELDS[f"chunk_itl_ms_{_stat}"] = ("ms", f"gaps between streamed chunks, vLLM bench's ITL; {_stat}")
+
+SERVER_FIELDS: dict[str, tuple[str, str]] = {
+    "load": ("", "the load level: `c4` = concurrency 4 (closed loop), `r2` = 2 requests/s (open loop), `rinf`"),
+    "concurrency": ("requests", "requests in flight at all times (closed loop); null for a request rate"),
+    "request_rate": ("req/s", "mean arrival rate (open loop, gamma gaps of shape `serving.burstiness`); null for a "
+                     "concurrency or `inf`"),
+    **{key: (unit, f"the speculative server: {meaning}") for key, (unit, meaning) in _LEVEL_FIELDS.items()},
+    **{f"twin_{key}": (unit, f"the twin server (no speculation), same load: {meaning}")
+       for key, (unit, meaning) in _LEVEL_FIELDS.items()},
+    "tpot_speedup": ("x", "twin TPOT p50 / speculative TPOT p50 at the same load (below 1: speculation stopped "
+                     "paying); gate with `min_tpot_speedup`"),
+    "throughput_speedup": ("x", "speculative output tok/s / the twin's at the same load"),
+    "ttft_ratio": ("x", "speculative TTFT p50 / the twin's (above 1: speculation made the first token later)"),
+    "server_acceptance_rate": ("", "accepted / draft tokens from the server's /metrics counters, differenced "
+                               "around the timed requests; null when the server exposes none"),
+    "server_mean_acceptance_length": ("tokens", "1 + accepted / drafts (tokens per verify step), from /metrics"),
+    "server_position_acceptance": ("", "[i] = accepted at draft position i / drafts, from /metrics"),
+    "server_draft_tokens": ("count", "draft tokens proposed over the timed requests, from /metrics"),
+    "server_accepted_tokens": ("count", "draft tokens accepted over the timed requests, from /metrics"),
+    "server_metrics_note": ("", "why the /metrics figures are null (no endpoint, no speculative counters); null "
+                            "when they are measured"),
+}
+
+
+def server_table() -> str:
+    """The keys only server cases carry, as a markdown table like :func:`contract_table`'s."""
+    import typing
+
+    from specperf.analysis.contract import DraftInfo, ServerInfo
+
+    hints = {key: hint for key, hint in typing.get_type_hints(ServerInfo).items()
+             if key not in DraftInfo.__annotations__}
+    missing = sorted(set(hints) - set(SERVER_FIELDS))
+    if missing:
+        raise ValueError(f"server contract keys without a description: {missing}; fix: add them to SERVER_FIELDS")
+    lines = ["| key | type | unit | meaning |", "| --- | --- | --- | --- |"]
+    lines += [f"| `{key}` | `{_type_name(hint)}` | {SERVER_FIELDS[key][0]} | {SERVER_FIELDS[key][1]} |"
+              for key, hint in hints.items()]
+    return "\n".join(lines)

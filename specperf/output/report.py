@@ -24,6 +24,7 @@ from specperf.output.benchfile import load_bench_json
 from specperf.output.files import atomic_write
 from specperf.output.plot_base import Cases, draft_cases, run_context
 from specperf.output.plots import PLOTS, write_plots
+from specperf.output.serving_report import write_serving
 from specperf.output.tables import (
     ACCEPTANCE_COLUMNS,
     PERFORMANCE_COLUMNS,
@@ -172,6 +173,7 @@ def write_report(cases: Mapping[str, Mapping[str, Any]], out_dir: Path, *,
     out_dir = Path(out_dir)
     lines = _header(cases, commit_info) + _notes(cases, notes)
     lines += _write_tables(cases, out_dir)
+    lines += write_serving(cases, out_dir)
     lines += write_plots(cases, out_dir)
     lines += _environment(machine_info, commit_info, run_at)
     path = out_dir / "report.md"

@@ -24,6 +24,9 @@ from specperf.pytest_plugin.options import Options, add_options, read_options
 from specperf.pytest_plugin.session import SpecperfSession
 
 log = logging.getLogger(__name__)
+
+# What serving mode (engine: server) imports: the extra specperf[serve].
+SERVE_MODULES = ("httpx", "httpx_sse", "prometheus_client")
 _SESSION = pytest.StashKey[SpecperfSession]()
 _OPTIONS = ("specperf_config", "specperf_device", "specperf_dtype", "specperf_drafts", "specperf_k", "specperf_batch",
             "specperf_max_new_tokens", "specperf_shard", "specperf_slice", "specperf_thresholds", "specperf_baseline",
@@ -66,6 +69,15 @@ def _check_vllm(suite: SuiteConfig) -> None:
     if names and importlib.util.find_spec("vllm") is None:
         raise ConfigError(f"draft(s) {', '.join(names)} use engine: vllm, but vLLM is not installed in this "
                           f"environment; fix: {VLLM_INSTALL}, or drop those drafts (--specperf-drafts)")
+    served = [d.name for d in suite.drafts if d.engine == "server"]
+    missing = [m for m in SERVE_MODULES if served and importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(f"draft(s) {', '.join(served)} use engine: server, which needs {', '.join(missing)}; "
+                          "fix: pip install 'specperf[serve]', or drop those drafts (--specperf-drafts)")
+    if served and not suite.serving.attached and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(f"draft(s) {', '.join(served)} use engine: server, and specperf starts vLLM's server for "
+                          f"them, but vLLM is not installed in this environment; fix: {VLLM_INSTALL}; or attach "
+                          "to running servers (serving.url and serving.baseline_url)")
 
 
 def _load_baseline(pytest_config: pytest.Config, paths: tuple[Path, ...],

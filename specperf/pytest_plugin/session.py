@@ -162,6 +162,8 @@ class SpecperfSession:
             return self._run_ab_case(case, benchmark)
         record: CaseRecord = self._guarded(case, lambda: self.bench.run_case(case, benchmark))
         values: dict[str, Any] = dict(case_metrics(record))  # a DraftInfo once _record adds the case id
+        if record.serving is not None:  # a server case: a ServerInfo
+            values.update(record.serving)
         self._record(case, values, benchmark)
         if not record.timed:
             self.note(TIMING_SKIPPED)
