@@ -116,7 +116,7 @@ _MATRIX_SHARD = re.compile(r"\$\{\{\s*matrix\.shard\s*\}\}")
 def gpu_jobs() -> tuple[dict[str, Any], dict[str, Any]]:
     """gpu-perf.yml's ``shard`` and ``merge`` jobs (the history gate; ``ab`` gates pull requests)."""
     jobs = load("gpu-perf.yml")["jobs"]
-    assert set(jobs) == {"ab", "shard", "merge"}, sorted(jobs)
+    assert set(jobs) == {"ab", "shard", "merge", "serve"}, sorted(jobs)
     return jobs["shard"], jobs["merge"]
 
 
@@ -760,7 +760,7 @@ def test_the_vllm_tests_run_in_their_own_environment_as_in_ci(tmp_path: Path) ->
     assert all(list((ROOT / path).glob("test_*.py")) for path in paths)
 
 
-@pytest.mark.parametrize(("github", "expected"), [(PULL_REQUEST, {"ab"}), (PUSH_MAIN, {"shard", "merge"})],
+@pytest.mark.parametrize(("github", "expected"), [(PULL_REQUEST, {"ab"}), (PUSH_MAIN, {"shard", "merge", "serve"})],
                          ids=["pull-request", "push-to-main"])
 def test_gpu_perf_pull_requests_run_the_ab_and_pushes_to_main_the_history_gate(github: dict[str, str],
                                                                                 expected: set[str]) -> None:

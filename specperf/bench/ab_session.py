@@ -217,7 +217,7 @@ def _duet_blocker(hellos: Sequence[dict[str, Any]], allow: bool, cpus: Sequence[
     devices = [str(h.get("device", "")) for h in hellos]
     need = max((t for t in threads if isinstance(t, int)), default=0)
     if not allow:
-        return "a vLLM case binds its own worker threads", need
+        return "a vLLM or server case binds its own worker threads", need
     if not sys.platform.startswith("linux"):
         return f"CPU pinning needs Linux, this is {sys.platform}", need
     if any(not d.startswith("cpu") for d in devices):

@@ -23,6 +23,7 @@ from specperf.engine.hf import hf_assisted_decode
 from specperf.records import DecodeResult
 
 if TYPE_CHECKING:
+    from specperf.bench.serving_cases import ServingCases
     from specperf.bench.vllm_cases import VllmCases
 
 
@@ -50,6 +51,7 @@ class CaseRunner:
         self.interventions = interventions or Interventions()
         self._drafters: dict[str, Drafter] = {}
         self._vllm: VllmCases | None = None
+        self._serving: ServingCases | None = None
         self._references: dict[str, list[DecodeResult]] = {}
 
     @property
@@ -61,11 +63,27 @@ class CaseRunner:
             self._vllm = VllmCases(self.config, self.store.device)
         return self._vllm
 
+    @property
+    def serving(self) -> ServingCases:
+        """The servers of serving mode (engine: server), created by the first server case."""
+        if self._serving is None:
+            from specperf.bench.serving_cases import ServingCases
+
+            tokenizer = self.store.verifier.tokenizer
+            self._serving = ServingCases(self.config, str(self.store.device),
+                                         lambda text: list(tokenizer.encode(text, add_special_tokens=False)))
+        return self._serving
+
     def close(self) -> None:
-        """Shut down every engine the session started (vLLM's run in their own processes)."""
-        if self._vllm is not None:
-            self._vllm.close()
-            self._vllm = None
+        """Shut down every engine and server the session started (vLLM's run in their own processes)."""
+        try:
+            if self._serving is not None:
+                self._serving.close()
+                self._serving = None
+        finally:
+            if self._vllm is not None:
+                self._vllm.close()
+                self._vllm = None
 
     def drafter(self, spec: DraftSpec) -> Drafter:
         if spec.name not in self._drafters:
@@ -111,7 +129,10 @@ class CaseRunner:
         return self.interventions.wrap_decode(case, group)
 
     def pass_fn(self, case: Case) -> Callable[[], list[DecodeResult]]:
-        """Decode every prompt of the case's slice once, batch_size requests at a time, in slice order."""
+        """Decode every prompt of the case's slice once, batch_size requests at a time, in slice order (a server
+        case: one timed load run at its level on its speculative server)."""
+        if case.draft is not None and case.draft.engine == "server":
+            return self.serving.pass_fn(case, self.store.prompts(case.slice).ids, speculative=True)
         return self._pass(case, self.decode_fn(case))
 
     def baseline_pass_fn(self, case: Case) -> Callable[[], list[DecodeResult]]:
@@ -119,6 +140,8 @@ class CaseRunner:
         engine with the same arguments and no speculative config)."""
         if case.draft is not None and case.draft.engine == "vllm":
             return self._pass(case, self.vllm.group_fn(case, speculative=False))
+        if case.draft is not None and case.draft.engine == "server":
+            return self.serving.pass_fn(case, self.store.prompts(case.slice).ids, speculative=False)
         return self.pass_fn(case.baseline)
 
     def _pass(self, case: Case, fn: GroupFn) -> Callable[[], list[DecodeResult]]:

@@ -286,6 +286,14 @@ class ServingCases:
                               histogram=list(spec.get("acceptance_histogram") or []) or None,
                               draft_tokens=spec.get("num_draft_tokens"), backend="server")
 
+    def pass_fn(self, case: Case, prompts: list[list[int]], *, speculative: bool) -> Callable[[], list[DecodeResult]]:
+        """One load run at the case's level on its speculative server or its twin, as a pass of decode results
+        (the in-session A/B's rounds); the servers start here, before any timed round."""
+        spec, twin = self.endpoints(case)
+        endpoint = spec if speculative else twin
+        return lambda: self.results(self.level(endpoint, case, prompts, warmup=False), case, prompts,
+                                    speculative=speculative)
+
     def measure(self, case: Case, prompts: list[list[int]], benchmark: Any) -> ServedRuns:
         """The case's rounds through pytest-benchmark: twin (untimed setup), then speculative (timed). Both sides
         warm up first; the speculative server's /metrics are read before its first timed run and after its last,

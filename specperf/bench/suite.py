@@ -31,7 +31,6 @@ class SuiteBench:
         self.costs = StepCostMeter(self.store, config.generation, config.timing)
         self.replayer = Replayer(self.runner, config.dataset, config.generation)
         self.interventions = self.runner.interventions
-        self._serving: Any = None  # ServingCases, created by the first server case
 
     @property
     def device(self) -> Any:
@@ -70,16 +69,6 @@ class SuiteBench:
         record.time_split = self.time_split(case) if self._splits(record) else None
         return record
 
-    def serving(self) -> Any:
-        """The session's servers (serving mode), created by the first server case."""
-        if self._serving is None:
-            from specperf.bench.serving_cases import ServingCases
-
-            tokenizer = self.store.verifier.tokenizer
-            self._serving = ServingCases(self.config, str(self.store.device),
-                                         lambda text: list(tokenizer.encode(text, add_special_tokens=False)))
-        return self._serving
-
     def run_server_case(self, case: Case, benchmark: Any) -> CaseRecord:
         """Measure one load level on the case's speculative server and its twin, then audit the server's greedy
         output with specperf's models, as for vLLM offline."""
@@ -87,7 +76,7 @@ class SuiteBench:
 
         assert case.draft is not None
         prompts = self.store.prompts(case.slice).ids
-        served = self.serving().measure(case, prompts, benchmark)
+        served = self.runner.serving.measure(case, prompts, benchmark)
         record = self._record(case, TimedRuns(served.rounds, served.baseline_rounds, timed=served.timed))
         last, twin_last = served.rounds[-1], served.baseline_rounds[-1]
         if case.draft.drafter in ("model", "prompt-lookup"):
@@ -129,8 +118,4 @@ class SuiteBench:
 
     def close(self) -> None:
         """Shut down what the session started outside this process (vLLM engines, servers)."""
-        try:
-            if self._serving is not None:
-                self._serving.close()
-        finally:
-            self.runner.close()
+        self.runner.close()

@@ -163,7 +163,7 @@ class AbSession:
             from specperf.bench.ab_session import AbRunner
 
             a, b = sides(self.options, self.pytest_config)
-            allow_duet = all(d.engine != "vllm" for d in self.suite.drafts)
+            allow_duet = all(d.engine not in ("vllm", "server") for d in self.suite.drafts)
             self._runner = AbRunner(a, b, self.case_ids, self.options.ab_out, grain=self.options.ab_grain,
                                     allow_duet=allow_duet)
             self.a_environment = self._runner.hellos["A"].get("environment", {})

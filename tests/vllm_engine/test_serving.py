@@ -85,12 +85,12 @@ def _cases(path: Path) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict[str, Any]], list[str], str]:
-    """One pytest run of a serving suite in a child process: its cases, what it left running, its output."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict[str, Any]], list[str], Path]:
+    """One pytest run of a serving suite in a child process: its cases, what it left running, its JSON file."""
     workdir = tmp_path_factory.mktemp("serve-run")
-    proc, marker = _run(workdir, SUITE, "--specperf-report=report")
+    proc, marker = _run(workdir, SUITE)
     assert proc.returncode == 0, f"the serving suite failed:\n{proc.stdout[-8000:]}\n{proc.stderr[-3000:]}"
-    return _cases(workdir / "b.json"), _left_behind(marker), proc.stdout + proc.stderr
+    return _cases(workdir / "b.json"), _left_behind(marker), workdir / "b.json"
 
 
 def test_the_suite_starts_drives_and_stops_both_servers(served: Any) -> None:
@@ -131,9 +131,15 @@ def test_the_servers_counters_equal_the_audit(served: Any) -> None:
         assert len(info["server_position_acceptance"]) == K
 
 
-def test_the_report_has_the_serving_section(served: Any, tmp_path: Path) -> None:
-    _, _, output = served
-    assert "Serving under load" in output or "serving" in output.lower()
+def test_the_report_has_the_serving_section_and_the_crossover(served: Any, tmp_path: Path) -> None:
+    from specperf.output.report import report_from_json
+
+    report = report_from_json(served[2], tmp_path).read_text()
+    assert "## Serving under load" in report and "serving_speedup.png" in report
+    (row,) = json.loads((tmp_path / "serving.json").read_text())["crossovers"]
+    assert (row["draft"], row["k"], row["axis"], row["loads"]) == ("medium", K, "concurrency", [1, 4])
+    assert "crossover_concurrency" in row and row["sentence"].startswith("medium")
+    assert (tmp_path / "serving.csv").read_text().count("\n") == 3  # header and two levels
 
 
 @pytest.fixture(scope="module")
