@@ -86,6 +86,9 @@ class Audit:
     # Positions where the engine's draft decided a near-tie the other way from the replay: the fewest that explain
     # the engine's counters (0 when they equal the replay's; always 0 in float32). None when not checked.
     near_ties: int | None = None
+    # [j]: the replayed loop's verify steps (the prefill excluded) that drafted exactly j tokens, a verifier forward
+    # over j + 1 tokens; empty when not counted (as ``calls``).
+    drafted: list[int] = field(default_factory=list)
 
     @property
     def agreement(self) -> float | None:
@@ -174,5 +177,8 @@ class CaseRecord:
     replay_slice: str | None = None
     replay_audits: list[Audit] = field(default_factory=list)
     calls_by_k: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # For the same k: [j] = the replayed verify steps (prefills excluded) that drafted exactly j tokens, summed over
+    # the slice. Empty when not recorded: the k prediction then prices every step at a full block.
+    drafted_by_k: dict[int, list[int]] = field(default_factory=dict)
     # Serving mode: the load level's figures (specperf.analysis.serving keys), computed by the bench; None otherwise.
     serving: dict[str, object] | None = None

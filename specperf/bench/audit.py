@@ -17,7 +17,7 @@ from specperf.bench.block_walk import (
     BlockRule,
     Walk,
     block_calls,
-    greedy_steps,
+    drafted_counts,
     replay_blocks,
     replay_full_blocks,
 )
@@ -135,9 +135,9 @@ def walk_audit(walk: Walk, *, calls: bool) -> Audit:
     """The :class:`Audit` of a walk: agreement along the output, the recomputed counts, and (``calls``) the verifier
     calls of specperf's loop."""
     proposed, accepted, counts = walk.counts()
-    n_calls = 1 + sum(1 for _ in greedy_steps(walk.matches, walk.rule, walk.n_tokens)) if calls and walk.n_tokens \
-        else 0
-    return Audit(walk.matches[: max(0, walk.n_tokens - 1)], proposed, accepted, counts, calls=n_calls)
+    drafted = drafted_counts(walk.matches, walk.rule, walk.n_tokens) if calls and walk.n_tokens else []
+    return Audit(walk.matches[: max(0, walk.n_tokens - 1)], proposed, accepted, counts,
+                 calls=1 + sum(drafted) if drafted else 0, drafted=drafted)
 
 
 def audit_vllm_model_draft(draft: torch.nn.Module, verifier: torch.nn.Module | ModelForward, prompt_ids: list[int],
@@ -162,7 +162,7 @@ def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *,
     drafter.start(len(prompt_ids), device=device, temperature=0.0, generator=None)
     seq = list(prompt_ids) + tokens[:1]
     proposed = accepted = 0
-    counts = [0] * (k + 1)
+    counts, drafted_by_size = [0] * (k + 1), [0] * (k + 1)
     matches: list[bool] = []
     pos, calls = 1, 1
     while pos < len(tokens):
@@ -173,13 +173,15 @@ def audit_drafter(drafter: Drafter, prompt_ids: list[int], tokens: list[int], *,
         while n < len(drafted) and pos + n < len(tokens) and drafted[n] == tokens[pos + n]:
             n += 1
         matches.extend(d == t for d, t in zip(drafted[: n + 1], tokens[pos:]))
+        drafted_by_size[len(drafted)] += 1
         if drafted:
             proposed, accepted = proposed + len(drafted), accepted + n
             counts[n] += 1
         drafter.rollback(len(seq) + n)
         seq.extend(tokens[pos : pos + n + 1])
         pos += n + 1
-    return Audit(matches, proposed, accepted, counts, calls=calls if tokens else 0)
+    return Audit(matches, proposed, accepted, counts, calls=calls if tokens else 0,
+                 drafted=drafted_by_size if tokens else [])
 
 
 @torch.inference_mode()

@@ -77,10 +77,24 @@ def replay_blocks(matches: list[bool], k: int, max_new_tokens: int) -> tuple[int
     return count_blocks(matches, BlockRule(k, max_new_tokens), len(matches) + 1)
 
 
+def drafted_counts(matches: Sequence[bool], rule: BlockRule, n_tokens: int) -> list[int]:
+    """[j]: the walk's steps after the prefill that drafted exactly j tokens, j = 0..k (a step's verifier forward
+    is over j + 1 tokens)."""
+    counts = [0] * (rule.k + 1)
+    for block, _ in greedy_steps(matches, rule, n_tokens):
+        counts[block] += 1
+    return counts
+
+
+def block_drafted(matches: list[bool], k: int, max_new_tokens: int) -> list[int]:
+    """:func:`drafted_counts` of specperf's greedy loop emitting len(matches) + 1 tokens at block size k."""
+    return drafted_counts(matches, BlockRule(k, max_new_tokens), len(matches) + 1)
+
+
 def block_calls(matches: list[bool], k: int, max_new_tokens: int) -> int:
     """Verifier calls (the prefill included) specperf's greedy loop makes to emit len(matches) + 1 tokens at block
     size k, the draft's teacher-forced ``matches`` being known."""
-    return 1 + sum(1 for _ in greedy_steps(matches, BlockRule(k, max_new_tokens), len(matches) + 1))
+    return 1 + sum(block_drafted(matches, k, max_new_tokens))
 
 
 def replay_full_blocks(matches: list[bool], k: int, n_tokens: int,

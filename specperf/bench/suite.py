@@ -104,6 +104,7 @@ class SuiteBench:
             replay = self.replayer.case(case)
             if replay is not None:
                 record.replay_slice, record.replay_audits, record.calls_by_k = replay
+                record.drafted_by_k = self.replayer.drafted(case)
         # Exactness is against specperf's verifier-only tokens for every engine (vLLM's baseline is vLLM's own).
         reference = self.runner.reference(case.slice) if vllm else base_last
         record.first_divergence, margins = divergences(self.runner, case, reference, last)

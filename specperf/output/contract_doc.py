@@ -132,9 +132,10 @@ FIELDS: dict[str, tuple[str, str]] = {
     "speedup_bound": (
         "x",
         "the speedup the engine's own forward costs allow for the timed requests' recorded work, if the loop "
-        "cost nothing else: (P_v + (N - 1) v(1)) / (P_v + P_d + (verifier calls - 1) v(k+1) + (draft calls - "
-        "1) c) summed over requests, with each prompt's prefill by verifier (P_v) and draft (P_d); without "
-        "prefills, tokens per verifier call / (k c + v(k+1)) (null at batch > 1 and for vLLM)"),
+        "cost nothing else: (P_v + (N - 1) v(1)) / (P_v + P_d + Σ v(w) + (draft calls - 1) c) summed over "
+        "requests, with each prompt's prefill by verifier (P_v) and draft (P_d), and each verify call after the "
+        "prefill priced at the w tokens it verified (a step that drafted nothing: v(1); see Which k); with full "
+        "blocks and without prefills, tokens per verifier call / (k c + v(k+1)) (null at batch > 1 and for vLLM)"),
     "bound_efficiency": ("", "measured speedup / `speedup_bound`"),
     "predicted_tokens_per_call_by_k": (
         "tokens",
