@@ -36,8 +36,28 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
         return
     if getattr(config.option, "numprocesses", 0) is None and TEST_WORKERS > 1:
         config.option.numprocesses = TEST_WORKERS
-        if config.option.dist == "no":  # a module's tests share its fixtures on one worker
-            config.option.dist = "loadscope"
+        if config.option.dist == "no":  # the units of work are pytest_collection_modifyitems' groups, in its order
+            config.option.dist = "loadgroup"
+            config.option.loadscopereorder = False
+
+
+# Slow tests that share an expensive fixture (module- or run-scoped, seconds to make) run on one worker, where it is
+# made once: otherwise each worker would make the module fixture again, or wait idle for the other's once_per_run.
+SHARED_SETUP = ("bench_json", "cpu_run", "embedded_setup", "seed_run", "pytest_options")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The units xdist hands out, and their order. Every other slow test is a unit of its own (one A/B session alone
+    is a minute; whole modules balance two workers badly), a fast module's tests are one unit (their module
+    fixtures made once). Slow units go first, so the long ones start early and the short ones even out the end."""
+    for item in items:
+        shared = [name for name in SHARED_SETUP if name in getattr(item, "fixturenames", ())]
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+        elif item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: collection order within each
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -86,7 +86,9 @@ def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
     # Twice as slow: unmistakable even on a loaded machine (the study measures how small a change is caught).
     _faulty_side_b(pytester, monkeypatch, "spec_slowdown=1.0")
     # One side at a time here (the A/A test above runs both at once where it can): both grains catch it.
-    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-grain=alternate")
+    # One look at 8 pairs (the fewest that can decide at the default alpha), not up to 24: a 2x slowdown needs no more.
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-grain=alternate",
+                                          "--specperf-ab-max-pairs=8")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*AbRegression: small-k2-0:2: * B/A *DIFFERENT slower*"])
     info = load_cases(pytester.path / "b.json")["small-k2-0:2"]
@@ -98,7 +100,10 @@ def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
 
 def test_a_corrupted_draft_on_side_b_is_named_by_the_work_comparison(pytester, monkeypatch):
     _faulty_side_b(pytester, monkeypatch, "corrupt_every=3")
-    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-max-pairs=12")
+    # The work comparison at the first look fails the case, whatever the timing: a loose alpha makes that look come
+    # after 3 pairs.
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-alpha=0.9",
+                                          "--specperf-ab-max-pairs=3")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*small-k2-0:2: request * accepted A *, B *"])
 
