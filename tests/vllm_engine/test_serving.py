@@ -183,17 +183,18 @@ def test_attaching_by_url_measures_the_running_servers(running_servers: tuple[st
     assert not _left_behind(marker)
 
 
-def test_a_server_whose_model_name_differs_is_refused(running_servers: tuple[str, str], tmp_path: Path) -> None:
-    proc, _ = _run(tmp_path, _attached_suite(*running_servers, model="other"))
-    assert proc.returncode != 0
-    assert "serves emb, not 'other'; fix: set serving.model_name" in proc.stdout
+def test_a_server_whose_model_name_differs_is_refused(running_servers: tuple[str, str]) -> None:
+    """In process, against the running vLLM servers (an unreachable URL is tested on a stub: test_serving_cases)."""
+    import yaml
 
+    from specperf.bench.serving_cases import ServingCases
+    from specperf.config import parse_config
+    from specperf.config.cases import build_cases
 
-def test_an_unreachable_url_is_one_clear_error(tmp_path: Path) -> None:
-    port = free_port("127.0.0.1")  # nothing listens there
-    proc, _ = _run(tmp_path, _attached_suite(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"))
-    assert proc.returncode != 0
-    assert f"at http://127.0.0.1:{port} is unreachable" in proc.stdout
+    config = parse_config(yaml.safe_load(_attached_suite(*running_servers, model="other")))
+    serving = ServingCases(config, "cpu", lambda text: [])
+    with pytest.raises(ServerError, match=r"serves emb, not 'other'; fix: set serving.model_name"):
+        serving.endpoints(build_cases(config)[0][0])
 
 
 def test_a_port_in_use_is_refused_before_any_server_starts(tmp_path: Path) -> None:
