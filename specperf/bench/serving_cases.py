@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import logging
 import math
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,13 +118,20 @@ class ServingCases:
         self.config, self.serving, self.device = config, config.serving, device
         self.tokenize = tokenize
         self.staged = StagedModels()
-        self.log_dir = Path(tempfile.mkdtemp(prefix="specperf-servers-"))
+        self._log_dir: Path | None = None  # the started servers' logs; kept when a server failed
+        self._server_failed = False
         self._spec: tuple[tuple[Any, ...], ServerProcess] | None = None
         self._twins: dict[tuple[Any, ...], ServerProcess] = {}
         self._ports = iter(range(self.serving.port, self.serving.port + 10_000)) if self.serving.port else None
         self._checked_attached = False
 
     # --- servers -----------------------------------------------------------------------------------------------
+    def log_dir(self) -> Path:
+        """Where started servers write their logs: a temporary folder, made by the first start."""
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="specperf-servers-"))
+        return self._log_dir
+
     def endpoints(self, case: Case) -> tuple[Endpoint, Endpoint]:
         """(speculative, twin) endpoints of ``case``, starting the servers it needs."""
         if self.serving.attached:
@@ -141,11 +149,11 @@ class ServingCases:
                 self._spec[1].stop()
                 self._spec = None
             server = start_server(self._command(f"{case.draft.name} k={case.k}", args, self._speculative(case)),
-                                  self.log_dir)
+                                  self.log_dir())
             self._spec = (spec_key, server)
             starting.append(server)
         if args not in self._twins:
-            twin = start_server(self._command("verifier-only twin", args, None), self.log_dir)
+            twin = start_server(self._command("verifier-only twin", args, None), self.log_dir())
             self._twins[args] = twin
             starting.append(twin)
         for server in starting:
@@ -198,6 +206,7 @@ class ServingCases:
         try:
             _run(wait_healthy(server.url, timeout, server.alive))
         except ServerNotReady as exc:
+            self._server_failed = True
             error = server.failure(f"the server did not become healthy ({exc})")
             server.stop()
             if self._spec is not None and self._spec[1] is server:
@@ -257,6 +266,7 @@ class ServingCases:
                         timeout_s=serving.request_timeout_s)
         failed = [c for c in run.completions if not c.timing.ok]
         if failed:
+            self._server_failed = True
             first = failed[0].timing
             raise RequestFailed(f"{case.id}: {len(failed)} of {len(run.completions)} request(s) to {endpoint.label} "
                                 f"({endpoint.url}) failed; first: {first.error}")
@@ -331,6 +341,9 @@ class ServingCases:
             twin.stop()
         self._twins.clear()
         self.staged.cleanup()
+        if self._log_dir is not None and not self._server_failed:  # a failed server's log stays for its reader
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
 
 
 def served_figures(case: Case, served: ServedRuns) -> dict[str, object]:
