@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 
+from specperf.config.schema import rate_label
 from specperf.engine.server.client import Completion, stream_completion
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class LoadLevel:
         if self.rate is None:
             return f"c{self.concurrency}"
         cap = f"c{self.concurrency}" if self.concurrency is not None else ""
-        return f"r{self.rate:g}{cap}"
+        return f"r{rate_label(self.rate)}{cap}"
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,8 @@ def run_level(
     propagates."""
     if not prompts:
         raise ValueError("run_level needs at least one prompt")
-    return asyncio.run(
-        _run_level(url, model, prompts, level, requests=requests, warmup=warmup, max_tokens=max_tokens,
-                   temperature=temperature, seed=seed, ignore_eos=ignore_eos, timeout_s=timeout_s)
-    )
+    plan = _Plan(url, model, prompts, level, max_tokens, temperature, seed, ignore_eos, timeout_s)
+    return asyncio.run(_run_level(plan, requests=requests, warmup=warmup))
 
 
 @dataclass(frozen=True)
@@ -119,22 +118,9 @@ class _Plan:
     timeout_s: float
 
 
-async def _run_level(
-    url: str,
-    model: str,
-    prompts: Sequence[list[int]],
-    level: LoadLevel,
-    *,
-    requests: int,
-    warmup: int,
-    max_tokens: int,
-    temperature: float,
-    seed: int,
-    ignore_eos: bool,
-    timeout_s: float,
-) -> LevelRun:
-    plan = _Plan(url, model, prompts, level, max_tokens, temperature, seed, ignore_eos, timeout_s)
-    async with _client(level, max(requests, warmup), timeout_s) as client:
+async def _run_level(plan: _Plan, *, requests: int, warmup: int) -> LevelRun:
+    level = plan.level
+    async with _client(level, max(requests, warmup), plan.timeout_s) as client:
         if warmup > 0:
             warm = await _run_requests(client, plan, warmup)
             log.debug("level %s: %d warm-up request(s) done, %d failed", level.label, warmup,

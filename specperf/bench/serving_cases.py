@@ -15,6 +15,7 @@ import logging
 import math
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from specperf.bench.load import LevelRun, LoadLevel, run_level
 from specperf.bench.vllm_cases import StagedModels
 from specperf.config import SuiteConfig
 from specperf.config.cases import Case
-from specperf.config.schema import VLLM_INSTALL, ServingSpec
+from specperf.config.schema import VLLM_INSTALL
 from specperf.engine.server.client import Completion, ServerNotReady, get_metrics_text, list_models, wait_healthy
 from specperf.engine.server.launch import (
     ServerCommand,
@@ -39,7 +40,7 @@ from specperf.engine.server.launch import (
 from specperf.engine.server.metrics_text import Acceptance, SpecCounters, acceptance_between, read_counters
 from specperf.engine.vllm_engine import (
     BIND_ENV,
-    CPU_MEMORY_DEFAULT,
+    VllmEngines,
     counted_result,
     cpu_binding,
     engine_args,
@@ -118,6 +119,9 @@ class ServingCases:
         self.config, self.serving, self.device = config, config.serving, device
         self.tokenize = tokenize
         self.staged = StagedModels()
+        # gpu_memory_utilization when the suite leaves it unset, as for vLLM engines: two live at once (the
+        # speculative server and its twin), on CUDA sized from the free memory once per session.
+        self._memory = VllmEngines(device=device, threads=config.threads)
         self._log_dir: Path | None = None  # the started servers' logs; kept when a server failed
         self._server_failed = False
         self._spec: tuple[tuple[Any, ...], ServerProcess] | None = None
@@ -169,7 +173,7 @@ class ServingCases:
         return engine_args(config.vllm_for(case.draft), device=self.device, dtype=config.dtype,
                            seed=config.generation.seed, max_batch=max(largest, 16),
                            verifier_dir=self.staged.location(config.verifier),
-                           trust_remote_code=config.trust_remote_code, memory_default=lambda: CPU_MEMORY_DEFAULT)
+                           trust_remote_code=config.trust_remote_code, memory_default=self._memory.memory_default)
 
     def _speculative(self, case: Case) -> dict[str, Any]:
         assert case.draft is not None
@@ -214,7 +218,7 @@ class ServingCases:
             self._twins = {k: v for k, v in self._twins.items() if v is not server}
             raise error from None
         log.info("%s: ready at %s after %.1f s", server.command.label, server.url,
-                 _elapsed(server.started_at))
+                 time.perf_counter() - server.started_at)
 
     def _attached(self) -> tuple[Endpoint, Endpoint]:
         serving = self.serving
@@ -376,15 +380,3 @@ def _pooled_metrics(runs: list[LevelRun], slo: Slo) -> LevelMetrics | None:
         return None
     timings = [c.timing for run in runs for c in run.completions]
     return level_metrics(timings, sum(run.duration_s for run in runs), slo)
-
-
-def _elapsed(since: float) -> float:
-    import time
-
-    return time.perf_counter() - since
-
-
-def spec_for(serving: ServingSpec) -> str:
-    """The serving settings in one line, for logs and the report."""
-    return (f"{serving.requests} requests per level ({serving.warmup_requests} warm-up), {serving.rounds} round(s), "
-            f"loads {', '.join(serving.loads)}")

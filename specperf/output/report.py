@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from specperf.output.tables import (
     THEORY_COLUMNS,
     Column,
     acceptance_table,
+    csv_text,
     engine_rows,
     engine_table,
     markdown_table,
@@ -68,18 +67,8 @@ TABLES = (
 )
 
 
-def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Full precision (repr of each float), empty cell for a missing value."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if value is None else value for value in row])
-    return buffer.getvalue()
-
-
 def _csv_text(cases: Cases, spec: TableSpec) -> str:
-    return _csv([col.title for col in spec.columns], table_rows(cases, spec.columns, drafts_only=spec.drafts_only))
+    return csv_text([col.title for col in spec.columns], table_rows(cases, spec.columns, drafts_only=spec.drafts_only))
 
 
 def _engine_section(cases: Cases, out_dir: Path) -> list[str]:
@@ -87,7 +76,7 @@ def _engine_section(cases: Cases, out_dir: Path) -> list[str]:
     lines = engine_table(cases)
     if not lines:
         return []
-    atomic_write(out_dir / "engines.csv", _csv(*engine_rows(cases)))
+    atomic_write(out_dir / "engines.csv", csv_text(*engine_rows(cases)))
     heading = "Engines side by side"
     atomic_write(out_dir / "engines.md", "\n".join([f"# {heading}", "", *lines, ""]))
     return [f"## {heading}", "", "Aggregate throughput and speedup of the same draft and k on each engine, each "

@@ -12,8 +12,6 @@ speculative server and on its twin (the same verifier, no speculation) at the sa
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from specperf.analysis.serving import crossover, crossover_sentence
 from specperf.output.files import atomic_write
 from specperf.output.plot_base import DPI, HEADROOM, Cases, has_values, plottable, run_context, save_png
-from specperf.output.tables import Column, Info, markdown_table, table_rows
+from specperf.output.tables import Column, Info, csv_text, markdown_table, table_rows
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -237,16 +235,6 @@ def plot_serving_speedup(cases: Cases) -> Figure | str:
 # =========================================================================== the files
 
 
-def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Full precision (repr of each float), empty cell for a missing value: as report.md's other CSV files."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if value is None else value for value in row])
-    return buffer.getvalue()
-
-
 def _metrics_notes(served: Cases) -> list[str]:
     """Why a server's /metrics acceptance is missing, once per distinct reason."""
     notes = dict.fromkeys(str(info["server_metrics_note"]) for info in served.values()
@@ -262,7 +250,7 @@ def write_serving(cases: Cases, out_dir: Path) -> list[str]:
         return []
     out_dir = Path(out_dir)
     rows = crossovers(served)
-    atomic_write(out_dir / "serving.csv", _csv(*serving_rows(served)))
+    atomic_write(out_dir / "serving.csv", csv_text(*serving_rows(served)))
     document = {"crossovers": [row.as_json() for row in rows]}
     atomic_write(out_dir / "serving.json", json.dumps(document, indent=2, allow_nan=False) + "\n")
     figure = plot_serving_speedup(served)

@@ -8,6 +8,8 @@ the terminal show). A fourth, :func:`engine_table`, puts the engines that ran th
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,3 +161,13 @@ def engine_table(results: Mapping[str, Info]) -> list[str]:
     specs = ["", "d", "d", ""] + [".1f", ".2f"] * ((len(header) - 4) // 2)
     cells = [[_fmt(value, spec).replace("|", "\\|") for value, spec in zip(row, specs)] for row in rows]
     return aligned_table(header, cells)
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A table as CSV at full precision (repr of each float), an empty cell for a missing value."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if value is None else value for value in row])
+    return buffer.getvalue()
