@@ -127,7 +127,7 @@ class ServingCases:
         self._spec: tuple[tuple[Any, ...], ServerProcess] | None = None
         self._twins: dict[tuple[Any, ...], ServerProcess] = {}
         self._ports = iter(range(self.serving.port, self.serving.port + 10_000)) if self.serving.port else None
-        self._checked_attached = False
+        self._attached_endpoints: tuple[Endpoint, Endpoint] | None = None
 
     # --- servers -----------------------------------------------------------------------------------------------
     def log_dir(self) -> Path:
@@ -221,16 +221,15 @@ class ServingCases:
                  time.perf_counter() - server.started_at)
 
     def _attached(self) -> tuple[Endpoint, Endpoint]:
-        serving = self.serving
-        assert serving.url is not None and serving.baseline_url is not None
-        spec = Endpoint(serving.url, "", "the speculative server")
-        twin = Endpoint(serving.baseline_url, "", "the twin server (baseline_url)")
-        if not self._checked_attached:
-            names = [self._served_model(spec), self._served_model(twin)]
-            self._attached_models = names
-            self._checked_attached = True
-        spec_model, twin_model = self._attached_models
-        return dataclasses.replace(spec, model=spec_model), dataclasses.replace(twin, model=twin_model)
+        """The running servers of serving.url and serving.baseline_url, their model names read once."""
+        if self._attached_endpoints is None:
+            serving = self.serving
+            assert serving.url is not None and serving.baseline_url is not None
+            spec = Endpoint(serving.url, "", "the speculative server")
+            twin = Endpoint(serving.baseline_url, "", "the twin server (baseline_url)")
+            self._attached_endpoints = (dataclasses.replace(spec, model=self._served_model(spec)),
+                                        dataclasses.replace(twin, model=self._served_model(twin)))
+        return self._attached_endpoints
 
     def _served_model(self, endpoint: Endpoint) -> str:
         try:
