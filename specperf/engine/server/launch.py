@@ -161,6 +161,7 @@ class ServerProcess:
         _signal_group(self.process, signal.SIGKILL)  # any child it left behind
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=STOP_GRACE_S)
+        _wait_group_gone(self.process.pid, STOP_GRACE_S)
         _LIVE.discard(self)
 
     def __hash__(self) -> int:
@@ -170,6 +171,36 @@ class ServerProcess:
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group ``pgid``, read from /proc; where /proc is missing, whether
+    the group still answers a signal."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return [pgid]
+    members = []
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its closing parenthesis
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Return once no process of group ``pgid`` is alive: a SIGKILL is delivered asynchronously, so a child may
+    still be running for a moment after it was sent (a port it holds, memory it has)."""
+    deadline = time.monotonic() + timeout_s
+    while (members := _group_members(pgid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if members:
+        log.warning("processes %s of a stopped server's group are still alive after %.0f s", members, timeout_s)
 
 
 _LIVE: set[ServerProcess] = set()
