@@ -32,13 +32,25 @@ XDIST_VARIABLES = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_X
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """Default to TEST_WORKERS workers (runs before xdist's own hook, which turns -n into its session). Not in a
     worker: xdist clears -n there and calls this hook again."""
-    if hasattr(config, "workerinput") or os.environ.get("PYTEST_XDIST_WORKER"):
+    if hasattr(config, "workerinput"):
+        # A worker parses the command line again, without the dist set below: the main process says it (see
+        # pytest_configure_node), so that xdist's worker hook tags each test with its group.
+        config.option.loadgroup = bool(config.workerinput.get("specperf_loadgroup"))
+        return
+    if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     if getattr(config.option, "numprocesses", 0) is None and TEST_WORKERS > 1:
         config.option.numprocesses = TEST_WORKERS
         if config.option.dist == "no":  # the units of work are pytest_collection_modifyitems' groups, in its order
             config.option.dist = "loadgroup"
             config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: object) -> None:
+    """xdist's hook, in the main process, before a worker starts: pass it the grouping chosen above."""
+    config = node.config  # type: ignore[attr-defined]  # an xdist WorkerController
+    node.workerinput["specperf_loadgroup"] = config.option.dist == "loadgroup"  # type: ignore[attr-defined]
 
 
 # Slow tests that share an expensive fixture (module- or run-scoped, seconds to make) run on one worker, where it is
@@ -54,10 +66,22 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         shared = [name for name in SHARED_SETUP if name in getattr(item, "fixturenames", ())]
         if shared:
-            item.add_marker(pytest.mark.xdist_group(shared[0]))
+            _group(item, shared[0])
         elif item.get_closest_marker("slow") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+            _group(item, item.nodeid.split("::")[0])
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: collection order within each
+
+
+def _group(item: pytest.Item, name: str) -> None:
+    """Mark ``item`` as xdist group ``name``. xdist's worker hook tags a grouped test by suffixing ``_nodeid``, which
+    pytest 9.2 no longer reads (a node's id is ``_id``), so the suffix is set here the way pytest reads it; xdist's
+    own hook then finds it there and leaves it."""
+    item.add_marker(pytest.mark.xdist_group(name))
+    config = item.config
+    if getattr(config.option, "loadgroup", False) and hasattr(item, "_id") and "@" not in item.nodeid:
+        from _pytest.nodes import coerce_node_id
+
+        item._id = coerce_node_id(f"{item.nodeid}@{name}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
