@@ -130,7 +130,8 @@ def test_engine_arguments_take_the_suites_values_then_device_defaults() -> None:
                             memory_default=lambda: 0.15))
     assert args == {"model": "/v", "dtype": "float32", "seed": 7, "disable_log_stats": False,
                     "trust_remote_code": False, "gpu_memory_utilization": 0.15, "max_num_seqs": 8,
-                    "tensor_parallel_size": 2, "max_model_len": 512, "enforce_eager": True}
+                    "tensor_parallel_size": 2, "max_model_len": 512, "enforce_eager": True,
+                    "enable_prefix_caching": False}
     # On CUDA too, eager unless the suite says otherwise; the user's share is kept and the device is not measured.
     cuda = dict(engine_args(VllmSpec(gpu_memory_utilization=0.3, max_num_seqs=64), device="cuda:0",
                             dtype="float16", seed=0, max_batch=8, verifier_dir="gpt2-xl", trust_remote_code=True,

@@ -125,6 +125,7 @@ class VllmSpec:
     max_num_seqs: int | None = None  # requests decoded together; at least the largest batch_size
     max_model_len: int | None = None  # context window vLLM plans for; None = prompt + max_new_tokens + k room
     enforce_eager: bool | None = None  # no CUDA graphs / torch.compile; None = true (fast engine starts)
+    enable_prefix_caching: bool | None = None  # reuse prompts' KV across requests; None = false (rounds repeat prompts)
     speculative_config: tuple[tuple[str, str | int | float | bool | None], ...] = ()  # extras, sorted by key
 
     def merged(self, override: VllmSpec | None) -> VllmSpec:

@@ -56,5 +56,7 @@ def parse_vllm(value: object, at: At) -> VllmSpec:
         max_num_seqs=None if seqs is None else check_int(seqs, at.key("max_num_seqs"), 1, MAX_BATCH_SIZE),
         max_model_len=None if length is None else check_int(length, at.key("max_model_len"), 16, MAX_MODEL_LEN),
         enforce_eager=None if eager is None else check_bool(eager, at.key("enforce_eager")),
+        enable_prefix_caching=None if data.get("enable_prefix_caching") is None else check_bool(
+            data["enable_prefix_caching"], at.key("enable_prefix_caching")),
         speculative_config=_spec_extras(data.get("speculative_config"), at.key("speculative_config")),
     )

@@ -1,15 +1,25 @@
 """Batched decoding: B prompts of different lengths together, each row accepting its own number of draft tokens.
 
-Cache design: append and mask. All rows of a model share one physical cache (``RollbackCache``, in-place appends)
-whose columns are token slots; a (B, L) mask says which slots hold a live token of each row, and each row keeps its
-own logical length, from which its position ids come. A step feeds the same number of slots to every row (left- or
-right-padded with masked dummies); slots a row rejects stay in place, masked, and the physical tail that no row
-kept is rolled back like a batch-1 cache. So rows advance independently, nothing waits for the slowest row's
-acceptance, and only the models' standard inputs are used (``attention_mask`` + ``position_ids``): any causal LM
-that takes a DynamicCache works. The price: masked slots still cost attention (at most k slots per step, about
-(1 - acceptance) x k) — cheaper and simpler than gpt-fast's per-row scatter into a static cache, which needs
-custom attention masks per model. Rows that finish (EOS or max_new_tokens) leave the batch: their cache rows are
-dropped once, so they cost nothing afterwards.
+The forward is batch 1's: the model's :class:`~specperf.engine.forward.ModelForward` (the lean GPT-2 forward
+where it applies, else transformers'), given the batch's attention mask and position ids.
+
+Cache design: append, mask and compact. All rows of a model share one physical cache (``RollbackCache``, in-place
+appends) whose columns are token slots; a (B, L) mask says which slots hold a live token of each row, and each row
+keeps its own next position, from which its position ids come. A step feeds the same number of slots to every row
+(left- or right-padded with masked dummies); slots a row rejects stay in place, masked, and the physical tail that
+no row kept is rolled back like a batch-1 cache. So rows advance independently, nothing waits for the slowest
+row's acceptance, and only the models' standard inputs are used (``attention_mask`` + ``position_ids``): any
+causal LM that takes a DynamicCache works. Rejected slots inside the cache would make every row's attention follow
+the row that accepted least, so once they pile up past a share of the longest row, each row's live slots are
+gathered to the end of a cache as long as the longest row (``BatchState.compact_if_needed``): one gather,
+amortised over the steps that left them, instead of a per-row scatter into a static cache with custom masks per
+model. Rows that finish (EOS or max_new_tokens) leave the batch: their cache rows are dropped once.
+
+Host syncs: a speculative step makes one, the acceptance decision (accepted counts, drafts and the verifier's
+tokens in one ``tolist``). Masks, positions, the pending tokens and the drafted lengths stay on the device and are
+updated from device values; Python values reach the device only through asynchronous copies
+(:func:`~specperf.engine.transfer.to_device`). The verifier-only batch syncs once per step where rows can stop at
+EOS, and never otherwise.
 """
 
 from __future__ import annotations
@@ -19,28 +29,40 @@ from dataclasses import dataclass, field
 
 import torch
 
-from specperf.engine.batch_cache import BatchState, left_padded
+from specperf.engine.batch_cache import BatchState, Slots, left_padded
 from specperf.engine.batch_draft import BatchModelDraft, BatchProposal, PerRowDraft
 from specperf.engine.decode import validate
 from specperf.engine.drafters.base import Drafter
 from specperf.engine.drafters.model import ModelDrafter
-from specperf.engine.forward import model_device
+from specperf.engine.forward import ModelForward, as_forward, model_device
 from specperf.engine.sampling import choose, make_generator, sample, to_probs
 from specperf.engine.step_counters import StepCounters
 from specperf.engine.timing import Clock
+from specperf.engine.transfer import to_device
 from specperf.errors import ConfigError
 from specperf.records import DecodeResult
 
 
+@dataclass
+class Verdict:
+    """One verify of every row: on the host, the accepted draft counts and the committed tokens (accepted drafts +
+    the verifier's own); on the device, the counts and each row's last committed token (the next pending)."""
+
+    counts: list[int]
+    committed: list[list[int]]
+    counts_dev: torch.Tensor  # (B,)
+    pending_dev: torch.Tensor  # (B,)
+
+
 def verify_batch(logits: torch.Tensor, proposal: BatchProposal, temperature: float,
-                 generator: torch.Generator) -> tuple[list[int], list[list[int]]]:
-    """Per row: accepted draft count n_b and committed tokens (accepted drafts + the verifier's own). One host sync.
+                 generator: torch.Generator) -> Verdict:
+    """Per row: accepted draft count n_b and committed tokens. One host sync.
 
     logits: (B, kmax+1, V) verifier logits at [pending, d_1..d_kmax]; row b's block is its first lengths[b] drafts.
     """
-    draft, lengths = proposal.tokens, proposal.lengths  # (B, kmax)
+    draft = proposal.tokens  # (B, kmax)
     batch, kmax = draft.shape
-    in_block = torch.arange(kmax, device=draft.device) < torch.tensor(lengths, device=draft.device)[:, None]
+    in_block = torch.arange(kmax, device=draft.device) < proposal.lengths_dev[:, None]  # (B, kmax)
     if temperature == 0.0:
         # Greedy: p_i = argmax; accept d_{i+1} while it equals p_i; then emit p_n.
         fallback = logits.argmax(dim=-1)  # (B, kmax+1)
@@ -48,10 +70,11 @@ def verify_batch(logits: torch.Tensor, proposal: BatchProposal, temperature: flo
     else:
         ok, fallback = rejection_sample(logits, proposal, temperature, generator, in_block)
     n = ok.long().cumprod(dim=1).sum(dim=1)  # (B,) leading accepted drafts
+    pending = fallback.gather(1, n[:, None])[:, 0]  # (B,) the verifier's own token after the accepted drafts
     host = torch.cat([n[:, None], draft, fallback], dim=1).tolist()  # the step's one host sync
     counts = [row[0] for row in host]
     committed = [row[1 : 1 + c] + [row[1 + kmax + c]] for row, c in zip(host, counts)]
-    return counts, committed
+    return Verdict(counts, committed, n, pending)
 
 
 def rejection_sample(logits: torch.Tensor, proposal: BatchProposal, temperature: float,
@@ -95,30 +118,54 @@ class _Row:
     wall_s: float = 0.0
     stop: str = "length"
 
+    def commit(self, tokens: list[int], eos: int | None) -> list[int]:
+        """Append this step's tokens, cut after EOS (which stops the row); returns what was kept. O(len(tokens)):
+        only the new tokens are looked at."""
+        if eos is not None and eos in tokens:
+            tokens = tokens[: tokens.index(eos) + 1]
+            self.stop = "eos"
+        self.seq.extend(tokens)
+        self.new.extend(tokens)
+        return tokens
 
-def _prefill(verifier: torch.nn.Module, prompts: list[list[int]], device: torch.device, temperature: float,
-             generator: torch.Generator) -> tuple[BatchState, list[int]]:
+    def done(self, max_new_tokens: int) -> bool:
+        return self.stop == "eos" or len(self.new) >= max_new_tokens
+
+
+class _Batch:
+    """The rows still running, their device-side pending tokens, and the caches that hold them."""
+
+    def __init__(self, rows: list[_Row], pending: torch.Tensor, state: BatchState,
+                 draft: BatchModelDraft | PerRowDraft | None) -> None:
+        self.rows, self.pending, self.state, self.draft = rows, pending, state, draft  # pending: (B,)
+
+    def drop_finished(self, max_new_tokens: int, clock: Clock, start: float) -> None:
+        """Stamp the rows that are done and drop them from the caches (one gather per step where rows finish)."""
+        keep = [i for i, row in enumerate(self.rows) if not row.done(max_new_tokens)]
+        if len(keep) == len(self.rows):
+            return
+        now = clock.now() - start
+        for row in self.rows:
+            if row.done(max_new_tokens):
+                row.wall_s = now
+        if keep:
+            index = to_device(keep, self.state.device)  # (B',)
+            self.state.select(keep)
+            self.pending = self.pending[index]
+            if isinstance(self.draft, BatchModelDraft):
+                self.draft.select(keep, index)
+            elif self.draft is not None:
+                self.draft.select(keep)
+        self.rows = [self.rows[i] for i in keep]
+
+
+def _prefill(verifier: ModelForward, prompts: list[list[int]], device: torch.device, temperature: float,
+             generator: torch.Generator) -> tuple[BatchState, torch.Tensor, list[int]]:
     state = BatchState(verifier, len(prompts), device)
-    tokens, valid = left_padded(prompts, device)  # (B, T_max)
-    logits = state.feed(tokens, valid, 1)[:, -1]  # (B, V)
+    tokens, slots = left_padded(prompts, device)  # (B, T_max)
+    logits = state.feed(tokens, slots, 1)[:, -1]  # (B, V)
     first, _ = choose(logits, temperature, generator)  # (B,)
-    return state, first.tolist()
-
-
-def _finish(rows: list[_Row], max_new_tokens: int, eos: int | None, now: float) -> list[int]:
-    """Cut each row at EOS; stamp the rows that are done; return the indices (into rows) still running."""
-    running = []
-    for i, row in enumerate(rows):
-        if eos is not None and eos in row.new:
-            cut = row.new.index(eos) + 1
-            del row.seq[len(row.seq) - (len(row.new) - cut) :]
-            del row.new[cut:]
-            row.stop = "eos"
-        if row.stop == "eos" or len(row.new) >= max_new_tokens:
-            row.wall_s = now
-        else:
-            running.append(i)
-    return running
+    return state, first, first.tolist()
 
 
 def _result(row: _Row, k: int, ttft: float, speculative: bool, drafter: str | None, batch: int) -> DecodeResult:
@@ -133,116 +180,119 @@ def _result(row: _Row, k: int, ttft: float, speculative: bool, drafter: str | No
     )
 
 
-def _baseline_batch(verifier: torch.nn.Module, prompts: list[list[int]], max_new_tokens: int, temperature: float,
+def _start(verifier: ModelForward, prompts: list[list[int]], temperature: float, eos: int | None,
+           generator: torch.Generator, clock: Clock, k: int | None,
+           draft: BatchModelDraft | PerRowDraft | None) -> tuple[_Batch, list[_Row], float, float]:
+    """Prefill every row; returns the batch, all rows, the start time and the TTFT."""
+    device = model_device(verifier.model)
+    start = clock.now()
+    state, first, first_host = _prefill(verifier, prompts, device, temperature, generator)
+    ttft = clock.now() - start
+    rows = [_Row(i, list(p), len(p), verifier_tokens=len(p), counters=StepCounters(k) if k else None)
+            for i, p in enumerate(prompts)]
+    for row, token in zip(rows, first_host):
+        row.commit([token], eos)
+    return _Batch(rows, first, state, draft), rows, start, ttft
+
+
+def _baseline_batch(verifier: ModelForward, prompts: list[list[int]], max_new_tokens: int, temperature: float,
                     eos: int | None, generator: torch.Generator, clock: Clock) -> list[DecodeResult]:
     """Verifier-only decoding of the batch, KV-cached, one token per row per forward."""
-    device = model_device(verifier)
-    start = clock.now()
-    state, first = _prefill(verifier, prompts, device, temperature, generator)
-    ttft = clock.now() - start
-    rows = [_Row(i, list(p) + [t], len(p), [t], verifier_tokens=len(p)) for i, (p, t) in enumerate(zip(prompts, first))]
-    active = _drop_finished(rows, _finish(rows, max_new_tokens, eos, ttft), state, None)
-    pending = torch.tensor([r.seq[-1] for r in active], dtype=torch.long).to(device)  # (B',)
+    batch, rows, start, ttft = _start(verifier, prompts, temperature, eos, generator, clock, None, None)
+    batch.drop_finished(max_new_tokens, clock, start)
     produced: list[torch.Tensor] = []  # per step (B',) device tokens; on the host only when rows may stop
-    while active:
-        logits = state.feed(pending.unsqueeze(1), None, 1)[:, -1]  # (B', V)
-        pending, _ = choose(logits, temperature, generator)  # (B',)
-        produced.append(pending)
-        for row in active:
+    while batch.rows:
+        slots = Slots.full(len(batch.rows), 1)
+        logits = batch.state.feed(batch.pending.unsqueeze(1), slots, 1)[:, -1]  # (B', V)
+        batch.pending, _ = choose(logits, temperature, generator)  # (B',)
+        produced.append(batch.pending)
+        for row in batch.rows:
             row.verifier_calls += 1
             row.verifier_tokens += 1
         # Without EOS every row stops together at max_new_tokens, so the loop never syncs until then.
-        if eos is None and len(active[0].new) + len(produced) < max_new_tokens:
+        if eos is None and len(batch.rows[0].new) + len(produced) < max_new_tokens:
             continue
-        for row, tokens in zip(active, torch.stack(produced, dim=1).tolist()):  # (B', steps)
-            row.new.extend(tokens)
-            row.seq.extend(tokens)
+        for row, tokens in zip(batch.rows, torch.stack(produced, dim=1).tolist()):  # (B', steps): the step's sync
+            row.commit(tokens, eos)
         produced = []
-        keep = _finish(active, max_new_tokens, eos, clock.now() - start)
-        if keep and len(keep) < len(active):
-            pending = pending[torch.tensor(keep, dtype=torch.long, device=device)]  # (B'',)
-        active = _drop_finished(active, keep, state, None)
+        batch.drop_finished(max_new_tokens, clock, start)
     return [_result(r, 0, ttft, False, None, len(prompts)) for r in rows]
 
 
 def _draft_for(drafter: Drafter, prompts: list[list[int]], device: torch.device, temperature: float,
                generator: torch.Generator) -> BatchModelDraft | PerRowDraft:
     if isinstance(drafter, ModelDrafter):
-        return BatchModelDraft(drafter.model, len(prompts), device, temperature, generator)
+        return BatchModelDraft(drafter.forward, prompts, device, temperature, generator)
     if drafter.uses_model:
         raise ConfigError(f"batched decoding supports ModelDrafter and model-free drafters, not "
                           f"{type(drafter).__name__}; decode it with batch size 1")
     return PerRowDraft(drafter, [len(p) for p in prompts], device, temperature, generator)
 
 
-def _speculative_batch(verifier: torch.nn.Module, prompts: list[list[int]], drafter: Drafter, k: int,
+def _speculative_batch(verifier: ModelForward, prompts: list[list[int]], drafter: Drafter, k: int,
                        max_new_tokens: int, temperature: float, eos: int | None, generator: torch.Generator,
                        clock: Clock) -> list[DecodeResult]:
     """Speculative decoding of the batch: every row drafts, one verifier forward checks every row's block."""
-    device = model_device(verifier)
+    device = model_device(verifier.model)
     draft = _draft_for(drafter, prompts, device, temperature, generator)
-    start = clock.now()
-    state, first = _prefill(verifier, prompts, device, temperature, generator)
-    ttft = clock.now() - start
-    rows = [_Row(i, list(p) + [t], len(p), [t], StepCounters(k), verifier_tokens=len(p))
-            for i, (p, t) in enumerate(zip(prompts, first))]
-    active = _drop_finished(rows, _finish(rows, max_new_tokens, eos, ttft), state, draft)
-    while active:
-        _speculative_step(verifier, state, draft, active, k, max_new_tokens, temperature, eos, generator)
-        active = _drop_finished(active, _finish(active, max_new_tokens, eos, clock.now() - start), state, draft)
+    batch, rows, start, ttft = _start(verifier, prompts, temperature, eos, generator, clock, k, draft)
+    batch.drop_finished(max_new_tokens, clock, start)
+    while batch.rows:
+        _speculative_step(batch, k, max_new_tokens, temperature, eos, generator)
+        batch.drop_finished(max_new_tokens, clock, start)
     name = drafter.describe()
     return [_result(r, k, ttft, True, name, len(prompts)) for r in rows]
 
 
-def _speculative_step(verifier: torch.nn.Module, state: BatchState, draft: BatchModelDraft | PerRowDraft,
-                      active: list[_Row], k: int, max_new_tokens: int, temperature: float, eos: int | None,
+def _propose(batch: _Batch, k: int, max_new_tokens: int) -> BatchProposal:
+    """Every row's block: at most k drafts, never past max_new_tokens (the verifier adds one token of its own)."""
+    budgets = [min(k, max_new_tokens - len(r.new) - 1) for r in batch.rows]
+    state, draft = batch.state, batch.draft
+    if max(budgets) <= 0:  # every row has one token left: a plain verifier step
+        return BatchProposal.empty(len(budgets), state.device)
+    if isinstance(draft, BatchModelDraft):
+        # The budgets on the device without a copy: k, or fewer on the rows whose budget is below it.
+        lengths_dev = torch.full((len(budgets),), k, dtype=torch.long, device=state.device)
+        if min(budgets) < k:
+            lengths_dev = to_device(budgets, state.device)  # (B,) asynchronous, near max_new_tokens only
+        return draft.propose(batch.pending, budgets, lengths_dev)
+    assert isinstance(draft, PerRowDraft)
+    return draft.propose([r.seq for r in batch.rows], budgets)
+
+
+def _speculative_step(batch: _Batch, k: int, max_new_tokens: int, temperature: float, eos: int | None,
                       generator: torch.Generator) -> None:
     """Draft every row's block, verify all blocks in one forward, keep each row's accepted prefix."""
-    budgets = [min(k, max_new_tokens - len(r.new) - 1) for r in active]  # never draft past max_new_tokens
-    seqs = [r.seq for r in active]
-    drafted = max(budgets) > 0  # else every row has one token left: a plain verifier step
-    proposal = draft.propose(seqs, budgets) if drafted else BatchProposal(
-        torch.empty((len(active), 0), dtype=torch.long, device=state.device), [0] * len(active))
+    state, active = batch.state, batch.rows
+    seqs_before = [len(r.seq) for r in active]
+    proposal = _propose(batch, k, max_new_tokens)
     width = proposal.tokens.shape[1]
-    pending = torch.tensor([[s[-1]] for s in seqs], dtype=torch.long).to(state.device)  # (B', 1)
-    block = torch.cat([pending, proposal.tokens], dim=1)  # (B', 1 + kmax): [pending, d_1..d_kmax]
-    valid = [[True] * (1 + n) + [False] * (width - n) for n in proposal.lengths]
+    block = torch.cat([batch.pending[:, None], proposal.tokens], dim=1)  # (B', 1 + kmax): [pending, d_1..d_kmax]
+    fed = [1 + n for n in proposal.lengths]
     verify_start = state.length
-    logits = state.feed(block, valid, width + 1)  # (B', kmax+1, V)
-    accepted, committed = verify_batch(logits, proposal, temperature, generator)
-    state.keep(verify_start, [1 + n for n in accepted], [1 + n for n in proposal.lengths])  # pending + accepted
-    if drafted:
-        draft.accept(seqs, accepted)
-    for row, n, tokens, length, fed in zip(active, accepted, committed, proposal.lengths,
-                                           proposal.fed or [0] * len(active)):
-        if eos is not None and eos in tokens:
-            tokens = tokens[: tokens.index(eos) + 1]
+    logits = state.feed(block, Slots.prefix(fed, 1 + proposal.lengths_dev, width + 1), width + 1)  # (B', kmax+1, V)
+    verdict = verify_batch(logits, proposal, temperature, generator)
+    state.keep(verify_start, 1 + verdict.counts_dev, 1 + proposal.lengths_dev, [1 + n for n in verdict.counts], fed)
+    state.compact_if_needed()
+    batch.pending = verdict.pending_dev
+    if isinstance(batch.draft, BatchModelDraft) and width:
+        batch.draft.accept(proposal, verdict.counts_dev, verdict.counts)
+    elif isinstance(batch.draft, PerRowDraft) and width:
+        batch.draft.accept(seqs_before, verdict.counts)
+    uses_model = isinstance(batch.draft, BatchModelDraft)
+    for row, n, tokens, length, fed_tokens in zip(active, verdict.counts, verdict.committed, proposal.lengths,
+                                                  proposal.fed or [0] * len(active)):
+        kept = row.commit(tokens, eos)
         assert row.counters is not None  # a speculative batch gives every row its counters
-        row.counters.record(length, min(n, len(tokens)))
+        row.counters.record(length, min(n, len(kept)))
         row.verifier_calls += 1
         row.verifier_tokens += length + 1
-        row.draft_calls += length if draft_uses_model(draft) else 0
-        row.draft_tokens += fed
-        row.seq.extend(tokens)
-        row.new.extend(tokens)
-
-
-def draft_uses_model(draft: BatchModelDraft | PerRowDraft) -> bool:
-    return isinstance(draft, BatchModelDraft)
-
-
-def _drop_finished(active: list[_Row], keep: list[int], state: BatchState,
-                   draft: BatchModelDraft | PerRowDraft | None) -> list[_Row]:
-    """Drop finished rows from the caches (one copy per step where rows finish); return the rows still running."""
-    if keep and len(keep) < len(active):
-        state.select(keep)
-        if draft is not None:
-            draft.select(keep)
-    return [active[i] for i in keep]
+        row.draft_calls += length if uses_model else 0
+        row.draft_tokens += fed_tokens
 
 
 def decode_batch(
-    verifier: torch.nn.Module,
+    verifier: torch.nn.Module | ModelForward,
     prompts: Sequence[Sequence[int]],
     *,
     drafter: Drafter | None = None,
@@ -266,13 +316,14 @@ def decode_batch(
     if any(not r for r in rows):
         raise ConfigError("a prompt is empty: give at least one token per prompt (e.g. the BOS token)")
     # The longest prompt is the one that may not fit; the other checks do not depend on the prompt.
-    validate(verifier, drafter, k=k, max_new_tokens=max_new_tokens, temperature=temperature,
+    run = as_forward(verifier)
+    validate(run.model, drafter, k=k, max_new_tokens=max_new_tokens, temperature=temperature,
              prompt_len=max(len(r) for r in rows))
-    device = model_device(verifier)
+    device = model_device(run.model)
     generator, clock = make_generator(device, seed), Clock(device)
     with torch.inference_mode():
         if drafter is None:
-            return _baseline_batch(verifier, rows, max_new_tokens, float(temperature), eos_token_id, generator,
+            return _baseline_batch(run, rows, max_new_tokens, float(temperature), eos_token_id, generator,
                                    clock)
-        return _speculative_batch(verifier, rows, drafter, k, max_new_tokens, float(temperature), eos_token_id,
+        return _speculative_batch(run, rows, drafter, k, max_new_tokens, float(temperature), eos_token_id,
                                   generator, clock)

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from specperf.engine.batch_cache import BatchState, left_padded, right_padded
+from specperf.engine.batch_cache import PAD, BatchState, Slots, left_padded
 from specperf.engine.drafters.base import Drafter
+from specperf.engine.forward import ModelForward
 from specperf.engine.sampling import choose
+from specperf.engine.transfer import to_device
 
 
 @dataclass
@@ -18,28 +20,53 @@ class BatchProposal:
 
     tokens: torch.Tensor  # (B, kmax) int64 on the verifier's device
     lengths: list[int]
+    lengths_dev: torch.Tensor  # (B,) the same lengths on the device
     probs: torch.Tensor | None = None  # (B, kmax, V) draft distribution q, when sampling with a model draft
     forwards: int = 0  # draft forwards spent on this step (each one processes every row)
     fed: list[int] = field(default_factory=list)  # per row: token positions its draft forwards processed
 
+    @classmethod
+    def empty(cls, batch: int, device: torch.device) -> BatchProposal:
+        return cls(torch.empty((batch, 0), dtype=torch.long, device=device), [0] * batch,
+                   torch.zeros(batch, dtype=torch.long, device=device))
+
 
 class BatchModelDraft:
-    """A draft model proposing for every row at once, with its own append-and-mask cache."""
+    """A draft model proposing for every row at once, with its own batched cache.
 
-    def __init__(self, model: torch.nn.Module, batch: int, device: torch.device, temperature: float,
+    Its first block feeds every row's prompt and first token (left-padded, built once). After that a step feeds
+    two slots per row: the last drafted token when the row accepted its whole block (the only committed token the
+    draft has not seen then), masked otherwise, and the pending token; both are on the device already.
+    """
+
+    def __init__(self, model: ModelForward, prompts: list[list[int]], device: torch.device, temperature: float,
                  generator: torch.Generator) -> None:
-        self.state = BatchState(model, batch, device)
+        self.state = BatchState(model, len(prompts), device)
         self.temperature, self.generator, self.device = temperature, generator, device
+        self._prompts: list[list[int]] | None = prompts  # fed with the first block
+        self._carry: tuple[torch.Tensor, torch.Tensor, list[bool]] | None = None  # (B,) token, (B,) live, host
         self._draft_start = 0
 
-    def propose(self, seqs: list[list[int]], budgets: list[int]) -> BatchProposal:
+    def _unseen(self, pending: torch.Tensor) -> tuple[torch.Tensor, Slots]:
+        """The committed tokens the draft has not seen, then the pending token: (B, w) and their slots."""
+        if self._prompts is not None:
+            tokens, slots = left_padded([p + [PAD] for p in self._prompts], self.device)  # (B, T+1)
+            tokens[:, -1] = pending
+            self._prompts = None
+            return tokens, slots
+        assert self._carry is not None  # set by accept() after every block
+        carry, live, live_host = self._carry
+        tokens = torch.stack([carry, pending], dim=1)  # (B, 2)
+        valid = torch.stack([live, torch.ones_like(live)], dim=1)  # (B, 2)
+        return tokens, Slots.suffix([1 + int(x) for x in live_host], valid, 2)
+
+    def propose(self, pending: torch.Tensor, budgets: list[int], lengths_dev: torch.Tensor) -> BatchProposal:
+        """Draft max(budgets) tokens for every row after its ``pending`` token (B,); row b's block is its first
+        ``budgets[b]`` (``lengths_dev`` on the device)."""
         kmax = max(budgets)
-        # Per row: the committed tokens the draft has not seen, then the pending token (the last of seq).
-        # state.pos[b]: the live tokens row b's draft cache holds, i.e. the committed tokens it has seen.
-        unseen = [seq[f:] for seq, f in zip(seqs, self.state.pos)]
-        tokens, valid = left_padded(unseen, self.device)  # (B, w)
+        tokens, slots = self._unseen(pending)  # (B, w)
         drafted, probs = [], []
-        logits = self.state.feed(tokens, valid, 1)[:, -1]  # (B, V): the pending column, right-aligned
+        logits = self.state.feed(tokens, slots, 1)[:, -1]  # (B, V): the pending column, right-aligned
         self._draft_start = self.state.length
         for i in range(kmax):
             token, q = choose(logits, self.temperature, self.generator)  # (B,), (B, V) | None
@@ -47,23 +74,34 @@ class BatchModelDraft:
             if q is not None:
                 probs.append(q)
             if i + 1 < kmax:
-                logits = self.state.feed(token.unsqueeze(1), None, 1)[:, -1]  # (B, V)
+                logits = self.state.feed(token.unsqueeze(1), Slots.full(len(budgets), 1), 1)[:, -1]  # (B, V)
         # Per row, the work its own block needed (as batch 1 counts it); rows with a shorter block ride along.
-        fed = [len(u) + n - 1 if n else 0 for u, n in zip(unseen, budgets)]
+        fed = [n_live + n - 1 if n else 0 for n_live, n in zip(slots.live, budgets)]
         return BatchProposal(
             tokens=torch.stack(drafted, dim=1),  # (B, kmax)
-            lengths=list(budgets),
+            lengths=list(budgets), lengths_dev=lengths_dev,
             probs=torch.stack(probs, dim=1) if probs else None,  # (B, kmax, V)
             forwards=kmax, fed=fed,
         )
 
-    def accept(self, seqs_before: list[list[int]], accepted: list[int]) -> None:
-        """Row b accepted ``accepted[b]`` drafts after ``seqs_before[b]``: forget the draft slots beyond them."""
+    def accept(self, proposal: BatchProposal, accepted: torch.Tensor, accepted_host: list[int]) -> None:
+        """Row b accepted ``accepted[b]`` drafts of ``proposal`` ((B,) on the device, and on the host): forget the
+        draft slots beyond them, and carry the last drafted token where the row took its whole block."""
+        kmax = proposal.tokens.shape[1]
         fed_drafts = self.state.length - self._draft_start  # kmax - 1 single-token feeds, live in every row
-        self.state.keep(self._draft_start, [min(n, fed_drafts) for n in accepted], [fed_drafts] * len(accepted))
+        kept = [min(n, fed_drafts) for n in accepted_host]
+        self.state.keep(self._draft_start, accepted.clamp(max=fed_drafts), fed_drafts, kept,
+                        [fed_drafts] * len(kept))
+        self._carry = (proposal.tokens[:, kmax - 1], accepted == kmax, [n == kmax for n in accepted_host])
+        self.state.compact_if_needed()
 
-    def select(self, rows: list[int]) -> None:
+    def select(self, rows: list[int], index: torch.Tensor) -> None:
         self.state.select(rows)
+        if self._prompts is not None:  # rows that finished at their first token, before any block
+            self._prompts = [self._prompts[r] for r in rows]
+        if self._carry is not None:
+            carry, live, live_host = self._carry
+            self._carry = (carry[index], live[index], [live_host[r] for r in rows])
 
 
 class PerRowDraft:
@@ -78,15 +116,16 @@ class PerRowDraft:
             row.start(n, device=host, temperature=temperature, generator=None)
 
     def propose(self, seqs: list[list[int]], budgets: list[int]) -> BatchProposal:
-        blocks = [row.propose(seq, torch.tensor(seq[-1:]), n).tokens.tolist() if n else []
-                  for row, seq, n in zip(self.rows, seqs, budgets)]
+        blocks = [row.propose_ids(seq, n) if n else [] for row, seq, n in zip(self.rows, seqs, budgets)]
         width = max(1, max(len(b) for b in blocks))
-        tokens, _ = right_padded(blocks, width)
-        return BatchProposal(torch.tensor(tokens, dtype=torch.long).to(self.device), [len(b) for b in blocks])
+        # One asynchronous copy: each row's length, then its block right-padded.
+        packed = to_device([[len(b), *b, *[PAD] * (width - len(b))] for b in blocks], self.device)  # (B, 1 + w)
+        return BatchProposal(packed[:, 1:], [len(b) for b in blocks], packed[:, 0])
 
-    def accept(self, seqs_before: list[list[int]], accepted: list[int]) -> None:
-        for row, seq, n in zip(self.rows, seqs_before, accepted):
-            row.rollback(len(seq) + n)
+    def accept(self, lengths_before: list[int], accepted: list[int]) -> None:
+        """Row b's sequence was ``lengths_before[b]`` long when it drafted, and it accepted ``accepted[b]``."""
+        for row, length, n in zip(self.rows, lengths_before, accepted):
+            row.rollback(length + n)
 
     def select(self, rows: list[int]) -> None:
         self.rows = [self.rows[r] for r in rows]

@@ -72,6 +72,21 @@ class GrowableLayer(DynamicLayer):
         self._v_buf = self._v_buf[indices].contiguous()
         self._publish()
 
+    def gather_slots(self, index: torch.Tensor) -> None:
+        """Row b keeps slots ``index[b]`` (B, n), in that order, as its first n slots; the rest are dropped."""
+        if not self.is_initialized:
+            return
+        batch, heads, _, _ = self._k_buf.shape
+        n = index.shape[1]
+        k_idx = index[:, None, :, None].expand(batch, heads, n, self._k_buf.shape[-1])  # (B, H, n, D)
+        v_idx = index[:, None, :, None].expand(batch, heads, n, self._v_buf.shape[-1])  # (B, H, n, Dv)
+        keys = self._k_buf[..., : self._len, :].gather(2, k_idx)  # (B, H, n, D)
+        values = self._v_buf[..., : self._len, :].gather(2, v_idx)
+        self._k_buf[..., :n, :].copy_(keys)
+        self._v_buf[..., :n, :].copy_(values)
+        self._len = n
+        self._publish()
+
     def batch_repeat_interleave(self, repeats: int) -> None:
         if not self.is_initialized:
             return
@@ -91,6 +106,12 @@ class RollbackCache(DynamicCache):
     def __init__(self) -> None:
         super().__init__()
         self.layer_class_to_replicate = GrowableLayer
+
+    def gather_slots(self, index: torch.Tensor) -> None:
+        """Compact every layer: row b keeps its slots ``index[b]`` (B, n) as slots 0..n-1."""
+        for layer in self.layers:
+            assert isinstance(layer, GrowableLayer)  # the only layer class this cache makes
+            layer.gather_slots(index)
 
 
 def rollback(cache: DynamicCache, n_tokens: int) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Any
 
 import torch
 
@@ -56,16 +57,23 @@ class ModelForward:
             return None
         return lean
 
-    def __call__(self, input_ids: torch.Tensor, cache: RollbackCache, logits_to_keep: int) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, cache: RollbackCache, logits_to_keep: int,
+                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Run the model on ``input_ids`` (B, n) appended to ``cache``; return the last ``logits_to_keep`` logits.
 
         Keeping only the logits that are used skips the vocabulary projection of every prompt position at prefill.
+        A batch with padded or dead slots passes ``attention_mask`` (B, past + n), True on live slots, and
+        ``position_ids`` (B, n); None for either means every slot live and positions past + 0..n-1.
         Returns (B, logits_to_keep, V).
         """
         lean = self.lean
         if lean is not None:
-            return lean(input_ids, cache, logits_to_keep)  # (B, logits_to_keep, V)
-        kwargs = {cache_keyword(type(self.model)): cache}  # type: ignore[arg-type]  # classes hash by identity
+            return lean(input_ids, cache, logits_to_keep, attention_mask, position_ids)  # (B, logits_to_keep, V)
+        kwargs: dict[str, Any] = {cache_keyword(type(self.model)): cache}  # type: ignore[arg-type]  # by identity
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
         out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
         return out.logits  # (B, logits_to_keep, V)
 

@@ -65,6 +65,7 @@ class LeanGPT2(torch.nn.Module):
                    float(b.attn.scaling))
             for b in body.h
         )
+        self._tril: torch.Tensor | None = None  # see _causal
         self._heads = int(self.config.n_head)
         self._head_dim = int(self.config.n_embd) // self._heads
 
@@ -83,13 +84,21 @@ class LeanGPT2(torch.nn.Module):
         out = out.transpose(1, 2).contiguous()  # (B, n, H, hd)
         return _conv1d(block.attn_proj, out.reshape(*out.shape[:-2], -1).contiguous())  # (B, n, D)
 
-    def forward(self, input_ids: torch.Tensor, cache: DynamicCache, logits_to_keep: int) -> torch.Tensor:
-        """input_ids: (B, n) new tokens after the cache's positions. Returns (B, logits_to_keep, V)."""
+    def forward(self, input_ids: torch.Tensor, cache: DynamicCache, logits_to_keep: int,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids: (B, n) new tokens after the cache's positions. Returns (B, logits_to_keep, V).
+
+        attention_mask: (B, L) of the L = past + n physical slots, True (or 1) where a slot holds a live token of
+        the row; None when every slot is live (then the batch-1 rule: no mask, or a causal block mask). With a
+        mask, query i attends to the live slots up to its own, as transformers' sdpa mask has it.
+        position_ids: (B, n); None: past + 0..n-1 for every row.
+        """
         wte, wpe, ln_f, head = self._ends
         past, n = cache.get_seq_length(), input_ids.shape[1]
-        positions = torch.arange(n, device=input_ids.device) + past  # (n,)
-        h = F.embedding(input_ids, wte.weight) + F.embedding(positions.unsqueeze(0), wpe.weight)  # (B, n, D)
-        mask = _block_mask(past, n, input_ids.device) if past and n > 1 else None  # (1, 1, n, past+n) | None
+        if position_ids is None:
+            position_ids = (torch.arange(n, device=input_ids.device) + past).unsqueeze(0)  # (1, n)
+        h = F.embedding(input_ids, wte.weight) + F.embedding(position_ids, wpe.weight)  # (B, n, D)
+        mask = self._mask(past, n, attention_mask, input_ids.device)  # (B | 1, 1, n, past+n) | None
         for layer, block in enumerate(self._blocks):
             h = self._attention(_layer_norm(block.ln_1, h), block, cache, layer, mask) + h
             ff = _conv1d(block.mlp_proj, block.act(_conv1d(block.c_fc, _layer_norm(block.ln_2, h))))  # (B, n, D)
@@ -97,12 +106,28 @@ class LeanGPT2(torch.nn.Module):
         h = _layer_norm(ln_f, h)  # (B, n, D): over every position, then sliced, as transformers does
         return F.linear(h[:, -logits_to_keep:] if logits_to_keep else h, head.weight)  # (B, keep, V)
 
+    def _mask(self, past: int, n: int, attention_mask: torch.Tensor | None,
+              device: torch.device) -> torch.Tensor | None:
+        """The boolean attention mask of n queries after ``past`` slots: query i (slot past + i) sees slots
+        0..past + i that are live. None where transformers passes none (no padding: a single query, or a block over
+        an empty cache, which runs is_causal)."""
+        if attention_mask is None and (n == 1 or not past):
+            return None
+        causal = self._causal(past + n, device)[past : past + n, : past + n]  # (n, L) view
+        if attention_mask is None:
+            return causal[None, None]  # (1, 1, n, L)
+        return causal[None, None] & attention_mask[:, None, None, : past + n].bool()  # (B, 1, n, L)
 
-def _block_mask(past: int, n: int, device: torch.device) -> torch.Tensor:
-    """Boolean (1, 1, n, past + n): query i (at position past + i) sees keys 0..past + i."""
-    keys = torch.arange(past + n, device=device)  # (L,)
-    queries = torch.arange(n, device=device) + past  # (n,)
-    return (keys[None, :] <= queries[:, None])[None, None]  # (1, 1, n, L)
+    def _causal(self, size: int, device: torch.device) -> torch.Tensor:
+        """A lower-triangular (C, C) boolean matrix, C >= size, kept and grown by doubling: a block's causal mask
+        is a view of it, not built per call."""
+        tril = self._tril
+        if tril is None or tril.shape[0] < size or tril.device != device:
+            capacity = max(size, 256, 2 * tril.shape[0] if tril is not None else 0)
+            slots = torch.arange(capacity, device=device)  # (C,)
+            tril = slots[None, :] <= slots[:, None]  # (C, C)
+            self._tril = tril
+        return tril
 
 
 def _plain_modules(model: Any) -> bool:

@@ -123,6 +123,7 @@ def engine_args(spec: VllmSpec, *, device: str, dtype: str, seed: int, max_batch
     ``memory_default`` gives ``gpu_memory_utilization`` when the suite leaves it unset (called only then: on CUDA it
     measures the device). ``enforce_eager`` defaults to true on every device: on CUDA, each of a suite's engine
     starts would otherwise compile the model and capture CUDA graphs, and starts would dominate the run's time.
+    ``enable_prefix_caching`` defaults to false.
     """
     args: dict[str, Any] = {
         "model": verifier_dir, "dtype": dtype, "seed": seed, "disable_log_stats": False,
@@ -130,6 +131,9 @@ def engine_args(spec: VllmSpec, *, device: str, dtype: str, seed: int, max_batch
         "gpu_memory_utilization": spec.gpu_memory_utilization or memory_default(),
         "max_num_seqs": spec.max_num_seqs or max_batch,
         "enforce_eager": True if spec.enforce_eager is None else spec.enforce_eager,
+        # Off unless asked: every timed round decodes the same prompts, which a prefix cache would serve from the
+        # warm-up's KV, skipping the prefill that specperf's engine (and a first request) pays.
+        "enable_prefix_caching": bool(spec.enable_prefix_caching),
     }
     for key in ("tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend", "max_model_len"):
         if getattr(spec, key) is not None:

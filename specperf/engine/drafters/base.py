@@ -55,6 +55,11 @@ class Drafter(ABC):
     def propose(self, seq: list[int], pending: torch.Tensor, k: int) -> Proposal:
         """Draft up to ``k`` tokens after ``seq`` (host list; last element == ``pending``, a (1,) device tensor)."""
 
+    def propose_ids(self, seq: list[int], k: int) -> list[int]:
+        """The block :meth:`propose` drafts, as host token ids (for a drafter run per row on the host; a model-free
+        drafter overrides it to skip the tensor)."""
+        return [int(t) for t in self.propose(seq, torch.tensor(seq[-1:]), k).tokens.tolist()]
+
     def rollback(self, n_valid: int) -> None:  # noqa: B027 (optional: stateless drafters keep the no-op)
         """Only the first ``n_valid`` positions of the sequence are confirmed; forget any state beyond them."""
 

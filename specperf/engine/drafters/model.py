@@ -8,6 +8,7 @@ from specperf.engine.cache import RollbackCache, rollback
 from specperf.engine.drafters.base import Drafter, Proposal
 from specperf.engine.forward import ModelForward, new_cache, vocab_size
 from specperf.engine.sampling import choose
+from specperf.engine.transfer import to_device
 
 
 class ModelDrafter(Drafter):
@@ -56,8 +57,10 @@ class ModelDrafter(Drafter):
         self._generator = generator
 
     def propose(self, seq: list[int], pending: torch.Tensor, k: int) -> Proposal:
-        unseen = torch.tensor(seq[self._fed : len(seq) - 1], dtype=torch.long, device=self._device)
-        step_input = torch.cat([unseen, pending]).unsqueeze(0)  # (1, m + 1)
+        unseen = seq[self._fed : len(seq) - 1]  # the prompt at first; one token after a fully accepted block
+        step_input = pending.unsqueeze(0)  # (1, 1)
+        if unseen:  # an asynchronous copy, never a blocking one
+            step_input = torch.cat([to_device(unseen, self._device), pending]).unsqueeze(0)  # (1, m + 1)
         fed = step_input.shape[1] + k - 1
         tokens: list[torch.Tensor] = []
         probs: list[torch.Tensor] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from specperf.engine.drafters.base import Drafter, Proposal
+from specperf.engine.transfer import to_device
 
 
 class PromptLookupDrafter(Drafter):
@@ -53,10 +54,12 @@ class PromptLookupDrafter(Drafter):
         return None
 
     def propose(self, seq: list[int], pending: torch.Tensor, k: int) -> Proposal:
+        return Proposal(tokens=to_device(self.propose_ids(seq, k), self._device))  # asynchronous
+
+    def propose_ids(self, seq: list[int], k: int) -> list[int]:
         self._extend_index(seq)
         start = self._lookup(seq)
-        block = [] if start is None else seq[start : start + k]
-        return Proposal(tokens=torch.tensor(block, dtype=torch.long, device=self._device))
+        return [] if start is None else seq[start : start + k]
 
     def describe(self) -> str:
         return f"prompt-lookup(n={self.min_ngram}..{self.max_ngram})"

