@@ -12,13 +12,14 @@ import os
 import pytest
 import torch
 
-from specperf import ModelDrafter, decode
+from specperf import ModelDrafter, decode, decode_batch
 from specperf.bench.breakdown import measure_split
 from specperf.config import parse_config
 from specperf.engine.cache import rollback
 from specperf.engine.forward import ModelForward, new_cache
 from specperf.engine.lean_gpt2 import LeanGPT2
 from specperf.errors import ConfigError
+from specperf.records import DecodeResult
 from tests.conftest import PROMPTS, clone_weights, tiny_gpt2, tiny_llama
 
 DEVICE = torch.device(os.environ.get("SPECPERF_TEST_DEVICE", "cpu"))
@@ -123,11 +124,19 @@ def test_anything_that_changes_transformers_computation_keeps_its_forward() -> N
     assert run.lean is None and ModelForward(eager).lean is None
 
 
-def test_the_time_breakdown_sees_lean_forwards(verifier: torch.nn.Module, random_draft: torch.nn.Module) -> None:
+@pytest.mark.parametrize("batch", [1, 3])
+def test_the_time_breakdown_sees_lean_forwards(verifier: torch.nn.Module, random_draft: torch.nn.Module,
+                                               batch: int) -> None:
+    """At batch 1 and batched: both engines run the forwards they are given (whose lean modules are hooked)."""
     v, d = ModelForward(verifier), ModelForward(random_draft)
     assert v.lean is not None and d.lean is not None
-    split = measure_split(lambda: [decode(v, PROMPTS[0], drafter=ModelDrafter(d), k=3, max_new_tokens=16)],
-                          verifier=v, draft=d, lookup=None, batch_size=1)
+
+    def run() -> list[DecodeResult]:
+        if batch == 1:
+            return [decode(v, PROMPTS[0], drafter=ModelDrafter(d), k=3, max_new_tokens=16)]
+        return decode_batch(v, PROMPTS[:batch], drafter=ModelDrafter(d), k=3, max_new_tokens=16)
+
+    split = measure_split(run, verifier=v, draft=d, lookup=None, batch_size=batch)
     assert 0 < split.verifier_s < split.wall_s
     assert 0 < split.draft_s < split.wall_s
     assert split.verifier_s + split.draft_s < split.wall_s

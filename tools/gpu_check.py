@@ -11,8 +11,9 @@ Usage (from the repository root, in the environment specperf is installed in)::
 The checks, in order (each runs its work in child processes, stopped at a time limit, so one that fails or hangs
 never stops the others):
 
-- ``lean-bitwise``: tests/test_lean_gpt2.py with SPECPERF_TEST_DEVICE set to the device: the lean GPT-2 forward's
-  logits bitwise equal to transformers' in float32, float16 and bfloat16, and the same decoding. Passes when every
+- ``lean-bitwise``: tests/test_lean_gpt2.py and the batched bitwise test of tests/test_batch_forward.py with
+  SPECPERF_TEST_DEVICE set to the device: the lean GPT-2 forward's logits bitwise equal to transformers' in
+  float32, float16 and bfloat16, at batch 1 and with the batch's masks, and the same decoding. Passes when every
   test passes and the float16 and bfloat16 ones ran.
 - ``seed-suite``: the seed suite (specperf/suites/gpt2-pubmedqa.yaml) offline with tests/test_seed_suite.py's
   random stand-in models and rows, in float16 on the device, rows 0:4, 32 new tokens; gpt2-large's stand-in is a
@@ -205,6 +206,7 @@ def benchmark_cases(path: Path) -> dict[str, dict[str, Any]]:
 # =========================================================================== the checks
 
 
+BATCH_BITWISE = "tests/test_batch_forward.py::test_the_lean_forward_at_batch_is_bitwise_transformers"
 DTYPE_TAGS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -216,8 +218,8 @@ def variant_dtype(test_name: str) -> str:
 
 def check_lean_bitwise(ctx: Context) -> Outcome:
     xml = ctx.work / "lean-bitwise.xml"
-    child = run_child(ctx, "lean-bitwise", [sys.executable, *PYTEST, "tests/test_lean_gpt2.py", f"--junitxml={xml}"],
-                      cap_s=240, env={"SPECPERF_TEST_DEVICE": ctx.device})
+    command = [sys.executable, *PYTEST, "tests/test_lean_gpt2.py", BATCH_BITWISE, f"--junitxml={xml}"]
+    child = run_child(ctx, "lean-bitwise", command, cap_s=240, env={"SPECPERF_TEST_DEVICE": ctx.device})
     tests = [{**t, "dtype": variant_dtype(t["name"])} for t in junit_cases(xml)]
     ran = {t["dtype"] for t in tests if t["outcome"] == "passed"}
     problems = [f"{t['name']}: {t['outcome']}" for t in tests if t["outcome"] != "passed"]

@@ -113,7 +113,7 @@ class CaseRunner:
         drafter = self.drafter(case.draft) if case.draft is not None and case.draft.engine != "hf" else None
         if case.batch_size > 1:
             def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
-                return decode_batch(verifier.model, prompts, drafter=drafter, k=case.k or 1, seed=gen.seed + i,
+                return decode_batch(verifier.forward, prompts, drafter=drafter, k=case.k or 1, seed=gen.seed + i,
                                     **common)
         elif case.draft is None or drafter is not None:
             def group(i: int, prompts: list[list[int]]) -> list[DecodeResult]:
