@@ -85,30 +85,40 @@ def test_a_against_itself_is_not_different_and_writes_both_sides(pytester):
     assert _no_workers_left(pytester.path)
 
 
-def test_a_slower_side_b_is_caught_as_different(pytester, monkeypatch):
-    # Twice as slow: unmistakable even on a loaded machine (the study measures how small a change is caught).
+def test_a_slower_side_b_is_caught_as_different_in_fresh_workers(pytester, monkeypatch):
+    """The case grain, for verifiers too large for both sides at once: each pair is a whole run of the case by each
+    side, each in a fresh worker narrowed to that case. Side B twice as slow is unmistakable even on a loaded
+    machine (the study measures how small a change is caught): a loose alpha lets 3 pairs decide, and a 50% min
+    effect keeps this noisy machine's pairs from deciding anything smaller."""
     _faulty_side_b(pytester, monkeypatch, "spec_slowdown=1.0")
-    # One side at a time here (the A/A test above runs both at once where it can): both grains catch it.
-    # One look at 4 pairs (the fewest that can decide at alpha 0.3), not up to 24: a 2x slowdown needs no more.
-    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-grain=alternate",
-                                          "--specperf-ab-alpha=0.3", "--specperf-ab-max-pairs=4")
+    result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-grain=case",
+                                          "--specperf-ab-alpha=0.9", "--specperf-ab-min-effect=0.5",
+                                          "--specperf-ab-max-pairs=3")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*AbRegression: small-k2-0:2: * B/A *DIFFERENT slower*"])
     info = load_cases(pytester.path / "b.json")["small-k2-0:2"]
     decisions = {r["metric"]: (r["decision"], r["direction"]) for r in info["ab"]["results"]}
     assert ("DIFFERENT", "slower") in decisions.values(), decisions
-    assert "Grain: alternate." in (pytester.path / "ab" / "ab.md").read_text()
+    pairs = json.loads((pytester.path / "ab" / "pairs.json").read_text())
+    assert pairs["grain"] == "case"
+    (raw,) = pairs["cases"]
+    assert len(raw["A"]["spec_s"]) == len(raw["B"]["spec_s"]) == 3
+    report = (pytester.path / "ab" / "ab.md").read_text()
+    assert "Grain: case. Each pair is one whole case run of A and one of B" in report
+    # The start-up check loads no model; each of the 3 runs loads the case's models afresh.
+    assert (pytester.path / "ab" / "worker-A.log").read_text().count("Loading weights") >= 3
     assert _no_workers_left(pytester.path)
 
 
 def test_a_corrupted_draft_on_side_b_is_named_by_the_work_comparison(pytester, monkeypatch):
     _faulty_side_b(pytester, monkeypatch, "corrupt_every=3")
     # The work comparison at the first look fails the case, whatever the timing: a loose alpha makes that look come
-    # after 3 pairs.
+    # after 3 pairs. One side at a time here (the A/A test runs both at once where it can).
     result = pytester.runpytest_inprocess(*ARGS, "-p", "tests.plugins.inject_faults", "--specperf-ab-alpha=0.9",
-                                          "--specperf-ab-max-pairs=3")
+                                          "--specperf-ab-max-pairs=3", "--specperf-ab-grain=alternate")
     result.assert_outcomes(failed=1, skipped=1)
     result.stdout.fnmatch_lines(["*small-k2-0:2: request * accepted A *, B *"])
+    assert "Grain: alternate." in (pytester.path / "ab" / "ab.md").read_text()
 
 
 def test_sides_whose_cases_differ_are_refused_at_start(pytester, tmp_path):
@@ -163,23 +173,3 @@ def _kill(monkeypatch):
     result.stdout.fnmatch_lines(["*WorkerDied: side A*exited with status -9*"])
     assert _no_workers_left(pytester.path)
     assert signal.SIGKILL  # the kill above is what the test exercises
-
-
-@pytest.mark.slow
-def test_the_case_grain_runs_each_side_in_fresh_workers_one_at_a_time(pytester):
-    """For verifiers too large for both sides at once: each pair is a whole run of the case by each side, each in
-    a fresh worker narrowed to that case. A loose alpha lets 3 pairs decide, so the test stays short; a 50% min
-    effect keeps an A/A pair of this noisy machine from ever reading DIFFERENT."""
-    _setup(pytester)
-    result = pytester.runpytest_inprocess(*ARGS, "--specperf-ab-grain=case", "--specperf-ab-alpha=0.9",
-                                          "--specperf-ab-min-effect=0.5", "--specperf-ab-max-pairs=3")
-    result.assert_outcomes(passed=1, skipped=1)
-    pairs = json.loads((pytester.path / "ab" / "pairs.json").read_text())
-    assert pairs["grain"] == "case"
-    (raw,) = pairs["cases"]
-    assert len(raw["A"]["spec_s"]) == len(raw["B"]["spec_s"]) == 3
-    report = (pytester.path / "ab" / "ab.md").read_text()
-    assert "Grain: case. Each pair is one whole case run of A and one of B" in report
-    # The start-up check loads no model; each of the 3 runs loads the case's models afresh.
-    assert (pytester.path / "ab" / "worker-A.log").read_text().count("Loading weights") >= 3
-    assert _no_workers_left(pytester.path)
