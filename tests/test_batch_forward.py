@@ -185,3 +185,46 @@ def test_a_step_syncs_the_host_at_most_once(verifier, kind, batch):
 def test_the_verifier_only_batch_without_eos_syncs_once_at_the_end(verifier):
     syncs, steps, sites = _syncs_and_steps(lambda: decode_batch(verifier, BATCH_PROMPTS, max_new_tokens=24))
     assert steps == 23 and syncs <= 3, sites  # the prefill's first tokens, the tokens at the end
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_lean_forward_is_bitwise_transformers_on_equal_prompts(dtype: str) -> None:
+    """Equal prompts: the batch is unpadded until a row rejects, and again after a trim drops every dead slot;
+    then no mask is passed, as transformers' sdpa path drops an all-true one."""
+    model = tiny_gpt2(n_layer=3, n_embd=64, seed=3).to(DEVICE, DTYPES[dtype])
+    prompts = [BATCH_PROMPTS[1][:20]] * 2
+    lean = _logits_along(model, "lean", prompts, compact=False)
+    reference = _logits_along(model, "transformers", prompts, compact=False)
+    for step, (got, want) in enumerate(zip(lean, reference, strict=True)):
+        assert got.shape == want.shape and torch.equal(got, want), f"step {step}"
+
+
+class _NoProposals(specperf.Drafter):
+    """A model-free drafter that never finds anything to propose."""
+
+    name = "nothing"
+
+    def start(self, prompt_len: int, *, device: torch.device, temperature: float,
+              generator: torch.Generator | None) -> None:
+        pass
+
+    def propose(self, seq: list[int], pending: torch.Tensor, k: int) -> specperf.engine.drafters.base.Proposal:
+        from specperf.engine.drafters.base import Proposal
+
+        return Proposal(tokens=torch.empty(0, dtype=torch.long))
+
+
+def test_blocks_no_row_filled_leave_no_slots_behind(verifier, monkeypatch):
+    """A step whose drafter proposed nothing in any row feeds a dummy slot; it is rolled back, so the cache stays
+    as long as its rows and unmasked."""
+    seen: list[tuple[int, int, bool]] = []
+    original = BatchState.compact_if_needed
+
+    def watching(self: BatchState) -> None:
+        seen.append((self.length, max(self.live), self.padded))
+        original(self)
+
+    monkeypatch.setattr(BatchState, "compact_if_needed", watching)
+    rows = decode_batch(verifier, [[5, 6, 7, 8]] * 2, drafter=_NoProposals(), k=3, max_new_tokens=12)
+    assert rows[0].tokens == specperf.decode(verifier, [5, 6, 7, 8], max_new_tokens=12).tokens
+    assert seen and all(length == longest and not padded for length, longest, padded in seen), seen

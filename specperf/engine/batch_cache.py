@@ -83,12 +83,12 @@ class BatchState:
             positions = (self.pos[:, None] + slots.valid.cumsum(dim=1) - 1).clamp_(min=0)  # (B, w)
             self.mask[:, start : start + width] = slots.valid
             self.pos += slots.valid.sum(dim=1)
-            self.padded = self.padded or any(n < width for n in slots.live)
         for b, (n, last) in enumerate(zip(slots.live, slots.last)):
             self.live[b] += n
             if last >= 0:
                 self.last_live[b] = start + last
         self.length = start + width
+        self._note_padding()
         mask = self.mask[:, : self.length] if self.padded else None  # (B, L) | None: None = every slot live
         return self.model(tokens, self.cache, logits_to_keep, mask, positions)  # (B, logits_to_keep, V)
 
@@ -98,6 +98,7 @@ class BatchState:
         ``start``; the rest are masked, and the physical tail that no row kept is rolled back. ``counts`` and
         ``fed_counts`` are ``kept`` and ``fed`` on the device ((B,), or one int for every row)."""
         if kept == fed:
+            self._trim()  # dummy slots of a block no row filled (e.g. no lookup match anywhere)
             return
         cols = torch.arange(self.length - start, device=self.device)  # (w,)
         self.mask[:, start : self.length] &= cols[None, :] < counts[:, None]  # (B, w)
@@ -106,7 +107,6 @@ class BatchState:
             if n < m:
                 self.live[b] -= m - n
                 self.last_live[b] = start + n - 1
-        self.padded = True
         self._trim()
 
     def _trim(self) -> None:
@@ -114,6 +114,12 @@ class BatchState:
         if end < self.length:
             rollback(self.cache, self.length - end)
             self.length = end
+        self._note_padding()
+
+    def _note_padding(self) -> None:
+        """Whether some row has a masked slot below ``length``: from the host mirror, so with no masked slot the
+        forward gets no mask, as transformers' sdpa path drops an all-true one."""
+        self.padded = any(n < self.length for n in self.live)
 
     def compact_if_needed(self) -> None:
         """Keep dead slots from piling up: rejected drafts leave masked slots inside the cache wherever a longer
@@ -131,7 +137,7 @@ class BatchState:
         self.mask[:, longest : self.length] = False
         self.length = longest
         self.last_live = [longest - 1 if n else -1 for n in self.live]
-        self.padded = any(n < longest for n in self.live)
+        self._note_padding()
         self.compactions += 1
 
     def select(self, rows: list[int]) -> None:

@@ -35,8 +35,9 @@ class BatchModelDraft:
     """A draft model proposing for every row at once, with its own batched cache.
 
     Its first block feeds every row's prompt and first token (left-padded, built once). After that a step feeds
-    two slots per row: the last drafted token when the row accepted its whole block (the only committed token the
-    draft has not seen then), masked otherwise, and the pending token; both are on the device already.
+    the pending token of each row, preceded, where some row accepted its whole block, by a slot holding the last
+    drafted token (the only committed token the draft has not seen then), masked in the other rows; both are on
+    the device already.
     """
 
     def __init__(self, model: ModelForward, prompts: list[list[int]], device: torch.device, temperature: float,
@@ -56,6 +57,8 @@ class BatchModelDraft:
             return tokens, slots
         assert self._carry is not None  # set by accept() after every block
         carry, live, live_host = self._carry
+        if not any(live_host):  # no row took its whole block: the pending token is all the draft has not seen
+            return pending.unsqueeze(1), Slots.full(len(live_host), 1)  # (B, 1)
         tokens = torch.stack([carry, pending], dim=1)  # (B, 2)
         valid = torch.stack([live, torch.ones_like(live)], dim=1)  # (B, 2)
         return tokens, Slots.suffix([1 + int(x) for x in live_host], valid, 2)
