@@ -149,13 +149,11 @@ class _Batch:
             if row.done(max_new_tokens):
                 row.wall_s = now
         if keep:
-            index = to_device(keep, self.state.device)  # (B',)
-            self.state.select(keep)
+            index = to_device(keep, self.state.device)  # (B',) one copy for every cache and drafter
+            self.state.select(keep, index)
             self.pending = self.pending[index]
-            if isinstance(self.draft, BatchModelDraft):
+            if self.draft is not None:
                 self.draft.select(keep, index)
-            elif self.draft is not None:
-                self.draft.select(keep)
         self.rows = [self.rows[i] for i in keep]
 
 
@@ -268,11 +266,11 @@ def _speculative_step(batch: _Batch, k: int, max_new_tokens: int, temperature: f
     proposal = _propose(batch, k, max_new_tokens)
     width = proposal.tokens.shape[1]
     block = torch.cat([batch.pending[:, None], proposal.tokens], dim=1)  # (B', 1 + kmax): [pending, d_1..d_kmax]
-    fed = [1 + n for n in proposal.lengths]
+    fed, fed_dev = [1 + n for n in proposal.lengths], 1 + proposal.lengths_dev  # pending + drafts, (B',)
     verify_start = state.length
-    logits = state.feed(block, Slots.prefix(fed, 1 + proposal.lengths_dev, width + 1), width + 1)  # (B', kmax+1, V)
+    logits = state.feed(block, Slots.prefix(fed, fed_dev, width + 1), width + 1)  # (B', kmax+1, V)
     verdict = verify_batch(logits, proposal, temperature, generator)
-    state.keep(verify_start, 1 + verdict.counts_dev, 1 + proposal.lengths_dev, [1 + n for n in verdict.counts], fed)
+    state.keep(verify_start, 1 + verdict.counts_dev, fed_dev, [1 + n for n in verdict.counts], fed)
     state.compact_if_needed()
     batch.pending = verdict.pending_dev
     if isinstance(batch.draft, BatchModelDraft) and width:

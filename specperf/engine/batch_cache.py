@@ -60,8 +60,13 @@ class BatchState:
         self.length = 0  # physical slots in use
         self.live = [0] * batch  # host mirror of pos
         self.last_live = [-1] * batch  # per row: physical index of its last live slot
-        self.padded = False  # some slot below length is masked in some row
         self.compactions = 0
+
+    @property
+    def padded(self) -> bool:
+        """Whether some row has a masked slot below ``length`` (from the host mirror). Without one the forward
+        gets no mask, as transformers' sdpa path drops an all-true one."""
+        return any(n < self.length for n in self.live)
 
     def _reserve(self, needed: int) -> None:
         if needed > self.mask.shape[1]:
@@ -88,7 +93,6 @@ class BatchState:
             if last >= 0:
                 self.last_live[b] = start + last
         self.length = start + width
-        self._note_padding()
         mask = self.mask[:, : self.length] if self.padded else None  # (B, L) | None: None = every slot live
         return self.model(tokens, self.cache, logits_to_keep, mask, positions)  # (B, logits_to_keep, V)
 
@@ -114,12 +118,6 @@ class BatchState:
         if end < self.length:
             rollback(self.cache, self.length - end)
             self.length = end
-        self._note_padding()
-
-    def _note_padding(self) -> None:
-        """Whether some row has a masked slot below ``length``: from the host mirror, so with no masked slot the
-        forward gets no mask, as transformers' sdpa path drops an all-true one."""
-        self.padded = any(n < self.length for n in self.live)
 
     def compact_if_needed(self) -> None:
         """Keep dead slots from piling up: rejected drafts leave masked slots inside the cache wherever a longer
@@ -137,12 +135,10 @@ class BatchState:
         self.mask[:, longest : self.length] = False
         self.length = longest
         self.last_live = [longest - 1 if n else -1 for n in self.live]
-        self._note_padding()
         self.compactions += 1
 
-    def select(self, rows: list[int]) -> None:
-        """Keep only these rows (the others finished)."""
-        index = to_device(rows, self.device)  # (B',)
+    def select(self, rows: list[int], index: torch.Tensor) -> None:
+        """Keep only these rows (the others finished); ``index``: ``rows`` on the device, (B',)."""
         self.cache.batch_select_indices(index)
         self.mask = self.mask[index]  # (B', capacity)
         self.pos = self.pos[index]  # (B',)

@@ -99,7 +99,7 @@ class BatchModelDraft:
         self.state.compact_if_needed()
 
     def select(self, rows: list[int], index: torch.Tensor) -> None:
-        self.state.select(rows)
+        self.state.select(rows, index)
         if self._prompts is not None:  # rows that finished at their first token, before any block
             self._prompts = [self._prompts[r] for r in rows]
         if self._carry is not None:
@@ -130,5 +130,5 @@ class PerRowDraft:
         for row, length, n in zip(self.rows, lengths_before, accepted):
             row.rollback(length + n)
 
-    def select(self, rows: list[int]) -> None:
+    def select(self, rows: list[int], index: torch.Tensor) -> None:
         self.rows = [self.rows[r] for r in rows]

@@ -110,7 +110,7 @@ def _flag(key: str, value: Any) -> list[str]:
     is true), None is omitted."""
     name = "--" + key.replace("_", "-")
     if value is False and key in TRUE_BY_DEFAULT:
-        return ["--no-" + key.replace("_", "-")]
+        return ["--no-" + name[2:]]
     if value is None or value is False:
         return []
     if value is True:
