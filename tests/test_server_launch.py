@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from specperf.engine.server.launch import PortInUse, ServerCommand, check_port, free_port, start_server
+from specperf.engine.server.launch import (
+    PortInUse,
+    ServerCommand,
+    check_port,
+    free_port,
+    start_server,
+    vllm_command,
+)
 
 # A "server" that starts a child of its own, as vLLM's API server starts its engine core, and prints both pids.
 SLEEPER = ("import os, subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', "
@@ -80,3 +87,18 @@ def test_a_port_in_use_names_the_port_and_the_fix() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(PortInUse, match=rf"port {port} on 127.0.0.1 is already in use; fix: stop what listens"):
             check_port("127.0.0.1", port, "twin")
+
+
+def test_engine_arguments_become_vllm_flags() -> None:
+    """Booleans are bare flags; false is left out, except where vLLM's default is true (the prefix cache), which
+    takes the --no- form; None is left out."""
+    def argv(**engine_args: object) -> tuple[str, ...]:
+        return vllm_command(label="s", python="py", model_dir="/m", dtype="float32", host="127.0.0.1", port=1,
+                            model_name="m", seed=0, engine_args=engine_args, speculative=None).argv
+
+    flags = argv(enforce_eager=True, enable_prefix_caching=False, max_model_len=512, max_num_seqs=None)
+    assert "--enforce-eager" in flags and "--no-enable-prefix-caching" in flags
+    assert flags[flags.index("--max-model-len") + 1] == "512" and "--max-num-seqs" not in flags
+    flags = argv(enforce_eager=False, enable_prefix_caching=True)
+    assert "--enforce-eager" not in flags and "--enable-prefix-caching" in flags
+    assert "--no-enable-prefix-caching" not in flags

@@ -68,6 +68,7 @@ def test_a_drafts_mapping_overrides_the_suites_key_by_key() -> None:
     ({"gpu_memory_utilization": 1.5}, ["drafts[0].vllm.gpu_memory_utilization", "a number in (0, 1)"]),
     ({"distributed_executor_backend": "rey"}, ["one of mp, ray, uni, external_launcher", "did you mean 'ray'?"]),
     ({"enforce_eager": "yes"}, ["drafts[0].vllm.enforce_eager", "a boolean"]),
+    ({"enable_prefix_caching": "no"}, ["drafts[0].vllm.enable_prefix_caching", "a boolean"]),
     ({"speculative_config": {"num_speculative_tokens": 3}}, ["num_speculative_tokens", "the suite's k sets it"]),
     ({"speculative_config": {"method": ["eagle"]}}, ["speculative_config.method", "a string, number"]),
     ({"speculative_config": "eagle"}, ["drafts[0].vllm.speculative_config", "a mapping"]),
@@ -144,6 +145,11 @@ def test_engine_arguments_take_the_suites_values_then_device_defaults() -> None:
     assert key.kwargs()["speculative_config"] == {"method": "ngram"}
     assert key.kwargs()["per_request_spec_decode_metrics"] == "detailed"
     assert "speculative_config" not in key.base.kwargs()
+    # The prefix cache only where the suite asks for it (the timed rounds repeat their prompts).
+    config = parse_config(suite(MEDIUM, vllm={"enable_prefix_caching": True}))
+    cached = dict(engine_args(config.vllm_for(config.drafts[0]), device="cpu", dtype="float32", seed=0, max_batch=1,
+                              verifier_dir="/v", trust_remote_code=False, memory_default=lambda: 0.15))
+    assert cached["enable_prefix_caching"] is True
 
 
 def test_speculative_config_maps_drafters_to_vllm_methods() -> None:

@@ -11,7 +11,7 @@ Usage (from the repository root, in the environment specperf is installed in)::
 The checks, in order (each runs its work in child processes, stopped at a time limit, so one that fails or hangs
 never stops the others):
 
-- ``lean-bitwise``: tests/test_lean_gpt2.py and the batched bitwise test of tests/test_batch_forward.py with
+- ``lean-bitwise``: tests/test_lean_gpt2.py and the batched bitwise tests of tests/test_batch_forward.py with
   SPECPERF_TEST_DEVICE set to the device: the lean GPT-2 forward's logits bitwise equal to transformers' in
   float32, float16 and bfloat16, at batch 1 and with the batch's masks, and the same decoding. Passes when every
   test passes and the float16 and bfloat16 ones ran.
@@ -206,7 +206,8 @@ def benchmark_cases(path: Path) -> dict[str, dict[str, Any]]:
 # =========================================================================== the checks
 
 
-BATCH_BITWISE = "tests/test_batch_forward.py::test_the_lean_forward_at_batch_is_bitwise_transformers"
+BATCH_BITWISE = ("tests/test_batch_forward.py::test_the_lean_forward_at_batch_is_bitwise_transformers",
+                 "tests/test_batch_forward.py::test_the_lean_forward_is_bitwise_transformers_on_equal_prompts")
 DTYPE_TAGS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
@@ -218,7 +219,7 @@ def variant_dtype(test_name: str) -> str:
 
 def check_lean_bitwise(ctx: Context) -> Outcome:
     xml = ctx.work / "lean-bitwise.xml"
-    command = [sys.executable, *PYTEST, "tests/test_lean_gpt2.py", BATCH_BITWISE, f"--junitxml={xml}"]
+    command = [sys.executable, *PYTEST, "tests/test_lean_gpt2.py", *BATCH_BITWISE, f"--junitxml={xml}"]
     child = run_child(ctx, "lean-bitwise", command, cap_s=240, env={"SPECPERF_TEST_DEVICE": ctx.device})
     tests = [{**t, "dtype": variant_dtype(t["name"])} for t in junit_cases(xml)]
     ran = {t["dtype"] for t in tests if t["outcome"] == "passed"}
