@@ -214,7 +214,7 @@ def test_missing_required_keys() -> None:
     ("dtype", "float61", ("dtype", "did you mean 'float16'?")),
     ("timing.warmup_rounds", 101, ("timing.warmup_rounds: got 101", "0..100")),
     ("timing.cost_rounds", 0, ("timing.cost_rounds: got 0", "an integer in 1..")),
-    ("forward", "fast", ("forward: got 'fast' (str)", "lean", "transformers")),
+    ("forward", "fast", ("forward: got 'fast' (str)", "lean", "packed", "transformers")),
 ])
 def test_wrong_types_and_values(path: str, value: Any, fragments: tuple[str, ...]) -> None:
     message = config_error(with_change(path, value), "suite.yaml: ", *fragments)

@@ -103,7 +103,7 @@ def test_the_lean_forward_runs_for_gpt2_only() -> None:
     assert chosen.lean is None
     gpt2.eval()
     assert chosen.lean is not None and lean.lean is not None  # made in training mode, used once back in eval mode
-    with pytest.raises(ValueError, match="'lean' or 'transformers'"):
+    with pytest.raises(ValueError, match="'lean', 'packed', 'transformers'"):
         ModelForward(gpt2, "fast")
 
 

@@ -18,8 +18,9 @@ SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 DEFAULT_CONFIG_PATH = SUITES_DIR / "embedded.yaml"
 
 DTYPES = ("float32", "float16", "bfloat16")
-# how specperf runs a model forward: its lean GPT-2 forward where the model is one, or always transformers'
-FORWARDS = ("lean", "transformers")
+# how specperf runs a model forward: its lean GPT-2 forward where the model is one (packed: on MKL-packed weights for
+# float32 on the CPU), or always transformers'
+FORWARDS = ("lean", "packed", "transformers")
 DRAFTERS = ("model", "prompt-lookup")
 ENGINES = ("specperf", "hf", "vllm", "server")
 EMBEDDED_PREFIX = "embedded:"
@@ -254,7 +255,7 @@ class SuiteConfig:
     dtype: str = "float32"  # float32 | float16 | bfloat16
     threads: int | None = None  # torch CPU threads; None = torch's default
     trust_remote_code: bool = False  # run code shipped with hub models
-    forward: str = "lean"  # lean: specperf's GPT-2 forward (bitwise transformers' logits) | transformers
+    forward: str = "lean"  # lean: specperf's GPT-2 forward (bitwise transformers' logits) | packed | transformers
     drafts: tuple[DraftSpec, ...]  # at least one, unique names
     k: tuple[int, ...] = (4,)  # block sizes, each 1..64
     batch_size: tuple[int, ...] = (1,)  # requests decoded together; each size is an axis value of the suite

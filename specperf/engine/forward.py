@@ -15,7 +15,7 @@ import torch
 
 from specperf.config.schema import FORWARDS
 from specperf.engine.cache import RollbackCache
-from specperf.engine.lean_gpt2 import LeanGPT2, supports_lean
+from specperf.engine.lean_gpt2 import LeanGPT2, PackedGPT2, cpu_float32, supports_lean, supports_packed
 
 
 @functools.cache
@@ -33,8 +33,10 @@ def new_cache() -> RollbackCache:
 
 class ModelForward:
     """A causal LM and the forward the engine runs it with: ``"lean"``, the lean GPT-2 forward where the model
-    supports it (bitwise the same logits, a fraction of transformers' per-call overhead), else transformers'; or
-    ``"transformers"``, always transformers' own.
+    supports it (bitwise the same logits, a fraction of transformers' per-call overhead), else transformers';
+    ``"packed"``, the lean forward with its linear layers on weights packed for MKL where the model is a float32
+    GPT-2 on the CPU (not bitwise transformers', see :class:`~specperf.engine.lean_gpt2.PackedGPT2`), else as
+    ``"lean"``; or ``"transformers"``, always transformers' own.
 
     The model is checked, and its lean forward built, once, here: hooks or swapped modules inside it keep transformers'
     forward if present now. Hooks registered on the model itself do not run with the lean forward; register them on
@@ -43,10 +45,10 @@ class ModelForward:
 
     def __init__(self, model: torch.nn.Module, path: str = "lean") -> None:
         if path not in FORWARDS:
-            raise ValueError(f"forward must be 'lean' or 'transformers', got {path!r}")
+            raise ValueError(f"forward must be one of {', '.join(map(repr, FORWARDS))}, got {path!r}")
         self.model = model
         self.path = path
-        self._built = LeanGPT2(model) if path == "lean" and supports_lean(model) else None
+        self._built = _build(model, path)
 
     @property
     def lean(self) -> LeanGPT2 | None:
@@ -55,6 +57,8 @@ class ModelForward:
         lean = self._built
         if lean is None or self.model.training or lean.config._attn_implementation != "sdpa":
             return None
+        if isinstance(lean, PackedGPT2) and not cpu_float32(self.model):
+            return None  # moved off the CPU or out of float32 since: transformers' forward, as for any change
         return lean
 
     def __call__(self, input_ids: torch.Tensor, cache: RollbackCache, logits_to_keep: int,
@@ -76,6 +80,15 @@ class ModelForward:
             kwargs["position_ids"] = position_ids
         out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=logits_to_keep, **kwargs)
         return out.logits  # (B, logits_to_keep, V)
+
+
+def _build(model: torch.nn.Module, path: str) -> LeanGPT2 | None:
+    """The specperf forward ``path`` builds for ``model``; None where transformers' forward runs."""
+    if path == "packed" and supports_packed(model):
+        return PackedGPT2(model)
+    if path in ("lean", "packed") and supports_lean(model):
+        return LeanGPT2(model)
+    return None
 
 
 def as_forward(model: torch.nn.Module | ModelForward) -> ModelForward:

@@ -72,7 +72,7 @@ class LeanGPT2(torch.nn.Module):
     def _attention(self, x: torch.Tensor, block: _Block, cache: DynamicCache, layer: int,
                    mask: torch.Tensor | None) -> torch.Tensor:
         """Causal self-attention of x (B, n, D) over the cached positions plus its own."""
-        q, k, v = _conv1d(block.c_attn, x).split(x.shape[-1], dim=2)  # 3 x (B, n, D)
+        q, k, v = self._linear(block.c_attn, x).split(x.shape[-1], dim=2)  # 3 x (B, n, D)
         shape = (*x.shape[:-1], self._heads, self._head_dim)
         q = q.view(shape).transpose(1, 2)  # (B, H, n, hd)
         k, v = cache.update(k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2), layer)  # (B, H, L, hd)
@@ -82,7 +82,7 @@ class LeanGPT2(torch.nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=block.scale,
                                              is_causal=causal)  # (B, H, n, hd)
         out = out.transpose(1, 2).contiguous()  # (B, n, H, hd)
-        return _conv1d(block.attn_proj, out.reshape(*out.shape[:-2], -1).contiguous())  # (B, n, D)
+        return self._linear(block.attn_proj, out.reshape(*out.shape[:-2], -1).contiguous())  # (B, n, D)
 
     def forward(self, input_ids: torch.Tensor, cache: DynamicCache, logits_to_keep: int,
                 attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -101,10 +101,19 @@ class LeanGPT2(torch.nn.Module):
         mask = self._mask(past, n, attention_mask, input_ids.device)  # (B | 1, 1, n, past+n) | None
         for layer, block in enumerate(self._blocks):
             h = self._attention(_layer_norm(block.ln_1, h), block, cache, layer, mask) + h
-            ff = _conv1d(block.mlp_proj, block.act(_conv1d(block.c_fc, _layer_norm(block.ln_2, h))))  # (B, n, D)
+            ff = self._linear(block.mlp_proj, block.act(self._linear(block.c_fc, _layer_norm(block.ln_2, h))))
+            # ff: (B, n, D)
             h = h + ff
         h = _layer_norm(ln_f, h)  # (B, n, D): over every position, then sliced, as transformers does
-        return F.linear(h[:, -logits_to_keep:] if logits_to_keep else h, head.weight)  # (B, keep, V)
+        return self._head(h[:, -logits_to_keep:] if logits_to_keep else h, head)  # (B, keep, V)
+
+    def _linear(self, module: Any, x: torch.Tensor) -> torch.Tensor:
+        """A Conv1D layer of a block: x (B, n, in) -> (B, n, out)."""
+        return _conv1d(module, x)
+
+    def _head(self, h: torch.Tensor, head: torch.nn.Linear) -> torch.Tensor:
+        """The output projection: h (B, n, D) -> (B, n, V)."""
+        return F.linear(h, head.weight)
 
     def _mask(self, past: int, n: int, attention_mask: torch.Tensor | None,
               device: torch.device) -> torch.Tensor | None:
@@ -128,6 +137,69 @@ class LeanGPT2(torch.nn.Module):
             tril = slots[None, :] <= slots[:, None]  # (C, C)
             self._tril = tril
         return tril
+
+
+class _Packed(NamedTuple):
+    """One weight packed for MKL's packed sgemm, and what it was packed from (to see when that changes)."""
+
+    packed: torch.Tensor
+    source: torch.Tensor  # the (out, in) weight in torch.nn.Linear's layout: a view of the model's own
+    version: int  # source._version when packed: an in-place write to the weight bumps it
+
+
+# The row count weights are packed for. MKL's packed product runs at any row count once packed; this one was the
+# fastest of 1, 8 and 32 for the embedded verifier's shapes at one thread.
+_PACK_ROWS = 32
+
+
+class PackedGPT2(LeanGPT2):
+    """The lean GPT-2 forward with every linear layer run as MKL's packed sgemm (``torch.ops.mkl._mkl_linear``)
+    on weights packed once, as vLLM's CPU backend runs its linear layers on weights prepacked for oneDNN.
+
+    For float32 models on the CPU where torch has MKL (see :func:`supports_packed`). Its logits are not bitwise
+    transformers' (the products sum in another order; tests/test_packed_forward.py bounds the difference), but one
+    row's logits do not depend on how many rows a call carries, so a batched row, a verified block and the
+    verifier-only baseline compute the same numbers. A weight written in place, or replaced, is packed again at its
+    next use.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
+        self._packs: dict[int, _Packed] = {}
+
+    def _pack(self, module: Any, weight: torch.Tensor) -> _Packed:
+        """``module``'s packed weight, packing it again if the weight changed since. weight: (out, in)."""
+        pack = self._packs.get(id(module))
+        if pack is None or pack.source.data_ptr() != weight.data_ptr() or pack.version != weight._version:
+            with torch.no_grad():
+                packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), _PACK_ROWS)
+            pack = _Packed(packed, weight, weight._version)
+            self._packs[id(module)] = pack
+        return pack
+
+    def _mkl(self, module: Any, weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        pack = self._pack(module, weight)
+        rows = x.reshape(-1, x.shape[-1])  # (B*n, in)
+        out = torch.ops.mkl._mkl_linear(rows, pack.packed, pack.source, bias, rows.shape[0])  # (B*n, out)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def _linear(self, module: Any, x: torch.Tensor) -> torch.Tensor:
+        return self._mkl(module, module.weight.t(), module.bias, x)  # Conv1D stores (in, out)
+
+    def _head(self, h: torch.Tensor, head: torch.nn.Linear) -> torch.Tensor:
+        return self._mkl(head, head.weight, None, h)
+
+
+def supports_packed(model: torch.nn.Module) -> bool:
+    """Whether :class:`PackedGPT2` runs ``model``: it supports the lean forward and is a float32 model on the CPU,
+    with a torch built with MKL."""
+    return cpu_float32(model) and torch.backends.mkl.is_available() and supports_lean(model)
+
+
+def cpu_float32(model: torch.nn.Module) -> bool:
+    """Whether ``model``'s first parameter is a float32 tensor on the CPU (cheap: checked at each packed call)."""
+    first = next(model.parameters())
+    return first.device.type == "cpu" and first.dtype == torch.float32
 
 
 def _plain_modules(model: Any) -> bool:
