@@ -11,6 +11,9 @@ It reads the parameters at each call, so it follows ``model.to(...)``; it writes
 cache (``cache.update``), so rollback and every cache consumer are unchanged. Models that are not plain GPT-2 (see
 :func:`supports_lean`: cross attention, hooks or swapped modules, quantizers) keep transformers' forward. Which
 forward a model runs is chosen by :class:`specperf.engine.forward.ModelForward`, which holds the lean forward it builds.
+
+:class:`PackedGPT2` (``forward: packed``) is the one exception to "the same kernels": it runs the linear layers on
+weights packed for MKL, so its logits are close to transformers' but not bitwise equal.
 """
 
 from __future__ import annotations
@@ -178,6 +181,7 @@ class PackedGPT2(LeanGPT2):
         return pack
 
     def _mkl(self, module: Any, weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """x (..., in) @ weight.T + bias through ``module``'s packed weight -> (..., out)."""
         pack = self._pack(module, weight)
         rows = x.reshape(-1, x.shape[-1])  # (B*n, in)
         out = torch.ops.mkl._mkl_linear(rows, pack.packed, pack.source, bias, rows.shape[0])  # (B*n, out)
