@@ -14,13 +14,23 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 from pathlib import Path
 
+import hypothesis
+import matplotlib.backends.backend_agg
+import matplotlib.figure
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
 
 from tests.helpers import run_suite
 
 pytest_plugins = ["pytester"]
+
+# Pytester's in-process sessions put sys.modules back as they found it, dropping every module they imported first:
+# a module that this process has not loaded yet is imported again by every such session. These are loaded here for
+# the sessions, once per test process: hypothesis (its pytest plugin imports it for the terminal summary, and pytest
+# rewrites its asserts: about 2.5 s a session), matplotlib's Agg figures (reports) and transformers' tokenizer
+# classes. specperf's own modules still start fresh in every session.
+PRELOADED = (hypothesis, matplotlib.backends.backend_agg, matplotlib.figure, AutoTokenizer, GPT2TokenizerFast)
 
 # `pytest tests/` runs on this many worker processes (pytest-xdist) unless -n is given (-n 0: one process). The
 # tests are CPU-bound and mostly single-threaded, so two workers halve the suite's time on a 2-core machine.

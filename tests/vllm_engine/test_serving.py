@@ -183,34 +183,48 @@ def test_attaching_by_url_measures_the_running_servers(running_servers: tuple[st
     assert not _left_behind(marker)
 
 
-def test_a_server_whose_model_name_differs_is_refused(running_servers: tuple[str, str]) -> None:
-    """In process, against the running vLLM servers (an unreachable URL is tested on a stub: test_serving_cases)."""
+def _serving_cases(suite: str) -> tuple[Any, Any]:
+    """The suite's session-level server manager, in process, and its one speculative case."""
     import yaml
 
     from specperf.bench.serving_cases import ServingCases
     from specperf.config import parse_config
     from specperf.config.cases import build_cases
 
-    config = parse_config(yaml.safe_load(_attached_suite(*running_servers, model="other")))
-    serving = ServingCases(config, "cpu", lambda text: [])
+    config = parse_config(yaml.safe_load(suite))
+    case = next(case for case in build_cases(config)[0] if case.draft is not None)
+    return ServingCases(config, "cpu", lambda text: []), case
+
+
+def test_a_server_whose_model_name_differs_is_refused(running_servers: tuple[str, str]) -> None:
+    """In process, against the running vLLM servers (an unreachable URL is tested on a stub: test_serving_cases)."""
+    serving, case = _serving_cases(_attached_suite(*running_servers, model="other"))
     with pytest.raises(ServerError, match=r"serves emb, not 'other'; fix: set serving.model_name"):
-        serving.endpoints(build_cases(config)[0][0])
+        serving.endpoints(case)
 
 
-def test_a_port_in_use_is_refused_before_any_server_starts(tmp_path: Path) -> None:
+def test_a_port_in_use_is_refused_before_any_server_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In process: the whole-session path of a refused case is the fails-to-start run's."""
+    marker = uuid.uuid4().hex
+    monkeypatch.setenv(MARK, marker)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc, marker = _run(tmp_path, SUITE.replace("serving:\n", f"serving:\n  port: {port}\n"))
-    assert proc.returncode != 0
-    assert f"port {port} on 127.0.0.1 is already in use" in proc.stdout
-    assert not _left_behind(marker)
+        serving, case = _serving_cases(SUITE.replace("serving:\n", f"serving:\n  port: {port}\n"))
+        try:
+            with pytest.raises(ServerError, match=rf"port {port} on 127.0.0.1 is already in use; fix: "):
+                serving.endpoints(case)
+        finally:
+            serving.close()
+    assert not processes_with(marker)  # nothing was started
 
 
 def test_a_server_that_fails_to_start_names_its_log(tmp_path: Path) -> None:
-    """An argument vLLM refuses: the case fails with the server's exit status and its last log lines."""
-    proc, marker = _run(tmp_path, SUITE.replace("serving:\n", "serving:\n  server_args: ['--no-such-flag']\n"))
+    """An argument vLLM refuses, in a whole session: the case fails with the server's exit status and its last log
+    lines, the session exits non-zero, and nothing is left running."""
+    suite = SUITE.replace("serving:\n", "serving:\n  server_args: ['--no-such-flag']\n")
+    proc, marker = _run(tmp_path, suite)
     assert proc.returncode != 0
     assert "the server did not become healthy" in proc.stdout and "exited with status" in proc.stdout
     assert "no-such-flag" in proc.stdout  # vLLM's own complaint, from the log's tail
