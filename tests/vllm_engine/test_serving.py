@@ -5,6 +5,7 @@ attaches to servers started here, and refuses bad input with one-line errors. Ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -22,7 +23,7 @@ pytest.importorskip("vllm")
 
 from specperf.analysis.contract import ServerInfo  # noqa: E402
 from specperf.bench.vllm_cases import StagedModels  # noqa: E402
-from specperf.engine.server.launch import ServerError, free_port, start_server, vllm_command  # noqa: E402
+from specperf.engine.server.launch import PortInUse, ServerError, free_port, start_server, vllm_command  # noqa: E402
 from tests.vllm_engine.test_vllm_engine import processes_with  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -183,8 +184,10 @@ def test_attaching_by_url_measures_the_running_servers(running_servers: tuple[st
     assert not _left_behind(marker)
 
 
-def _serving_cases(suite: str) -> tuple[Any, Any]:
-    """The suite's session-level server manager, in process, and its one speculative case."""
+@contextlib.contextmanager
+def _serving_cases(suite: str) -> Iterator[tuple[Any, Any]]:
+    """The suite's session-level server manager, in process, and its one speculative case; closed on exit (it stops
+    what it started and removes its staged models)."""
     import yaml
 
     from specperf.bench.serving_cases import ServingCases
@@ -193,13 +196,17 @@ def _serving_cases(suite: str) -> tuple[Any, Any]:
 
     config = parse_config(yaml.safe_load(suite))
     case = next(case for case in build_cases(config)[0] if case.draft is not None)
-    return ServingCases(config, "cpu", lambda text: []), case
+    serving = ServingCases(config, "cpu", lambda text: [])
+    try:
+        yield serving, case
+    finally:
+        serving.close()
 
 
 def test_a_server_whose_model_name_differs_is_refused(running_servers: tuple[str, str]) -> None:
     """In process, against the running vLLM servers (an unreachable URL is tested on a stub: test_serving_cases)."""
-    serving, case = _serving_cases(_attached_suite(*running_servers, model="other"))
-    with pytest.raises(ServerError, match=r"serves emb, not 'other'; fix: set serving.model_name"):
+    with _serving_cases(_attached_suite(*running_servers, model="other")) as (serving, case), \
+            pytest.raises(ServerError, match=r"serves emb, not 'other'; fix: set serving.model_name"):
         serving.endpoints(case)
 
 
@@ -211,12 +218,9 @@ def test_a_port_in_use_is_refused_before_any_server_starts(monkeypatch: pytest.M
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        serving, case = _serving_cases(SUITE.replace("serving:\n", f"serving:\n  port: {port}\n"))
-        try:
-            with pytest.raises(ServerError, match=rf"port {port} on 127.0.0.1 is already in use; fix: "):
-                serving.endpoints(case)
-        finally:
-            serving.close()
+        with _serving_cases(SUITE.replace("serving:\n", f"serving:\n  port: {port}\n")) as (serving, case), \
+                pytest.raises(PortInUse, match=rf"port {port} on 127.0.0.1 is already in use; fix: "):
+            serving.endpoints(case)
     assert not processes_with(marker)  # nothing was started
 
 
