@@ -12,25 +12,29 @@ from collections.abc import Callable
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import hypothesis
-import matplotlib.backends.backend_agg
-import matplotlib.figure
 import pytest
-import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
 
 from tests.helpers import run_suite
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GPT2LMHeadModel
 
 pytest_plugins = ["pytester"]
 
 # Pytester's in-process sessions put sys.modules back as they found it, dropping every module they imported first:
-# a module that this process has not loaded yet is imported again by every such session. These are loaded here for
-# the sessions, once per test process: hypothesis (its pytest plugin imports it for the terminal summary, and pytest
-# rewrites its asserts: about 2.5 s a session), matplotlib's Agg figures (reports) and transformers' tokenizer
-# classes. specperf's own modules still start fresh in every session.
-PRELOADED = (hypothesis, matplotlib.backends.backend_agg, matplotlib.figure, AutoTokenizer, GPT2TokenizerFast)
+# a module that this process has not loaded yet is imported again by every such session. These are loaded once per
+# test process, before the first test (pytest_configure): hypothesis (its pytest plugin imports it for the terminal
+# summary, and pytest rewrites its asserts: about 2.5 s a session), matplotlib's Agg figures (reports), torch and
+# transformers' GPT-2 model and tokenizer classes. specperf's own modules still start fresh in every session.
+# xdist's main process runs no test, so it skips them (several seconds before the workers could start).
+PRELOADED = ("hypothesis", "matplotlib.backends.backend_agg", "matplotlib.figure", "torch",
+             "transformers.models.gpt2.modeling_gpt2", "transformers.models.auto.tokenization_auto",
+             "transformers.models.gpt2.tokenization_gpt2")
 
 # `pytest tests/` runs on this many worker processes (pytest-xdist) unless -n is given (-n 0: one process). The
 # tests are CPU-bound and mostly single-threaded, so two workers halve the suite's time on a 2-core machine.
@@ -96,72 +100,38 @@ def _group(item: pytest.Item, name: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """In a worker, hide xdist's variables from the pytest sessions the tests start (in process or as children):
-    pytest-benchmark turns itself off when it sees them, and those sessions are not distributed."""
+    pytest-benchmark turns itself off when it sees them, and those sessions are not distributed. In every process that
+    runs tests, load PRELOADED and give torch one thread."""
     if hasattr(config, "workerinput"):
         for name in XDIST_VARIABLES:
             os.environ.pop(name, None)
+    elif getattr(config.option, "numprocesses", None):
+        return  # xdist's main process: it hands out tests and runs none
+    for name in PRELOADED:
+        importlib.import_module(name)
+    import torch
 
-# Tiny models run fastest on one thread: OpenMP's fork/join costs more than their matmuls (7x here at 2 threads).
-torch.set_num_threads(1)
-
-VOCAB = 97
-EOS = 1
-
-
-def tiny_gpt2(n_layer: int = 2, n_embd: int = 64, seed: int = 0, vocab: int = VOCAB,
-              **config_changes: object) -> GPT2LMHeadModel:
-    """A random GPT-2. A wide initializer spreads the logits, so fp32 rounding never flips an argmax."""
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        n_layer=n_layer, n_embd=n_embd, n_head=2, vocab_size=vocab, n_positions=256,
-        initializer_range=0.3, bos_token_id=0, eos_token_id=EOS, **config_changes,
-    )
-    return GPT2LMHeadModel(config).eval()
-
-
-def tiny_llama(n_layer: int = 2, hidden: int = 64, seed: int = 0, vocab: int = VOCAB) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=n_layer,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.3,
-        bos_token_id=0, eos_token_id=EOS, pad_token_id=0,
-    )
-    return LlamaForCausalLM(config).eval()
-
-
-def clone_weights(model: torch.nn.Module) -> torch.nn.Module:
-    """A separate model object with the same weights (an 'identical draft')."""
-    twin = type(model)(model.config).eval()
-    twin.load_state_dict(model.state_dict())
-    return twin
-
-
-def hf_greedy(model: torch.nn.Module, prompt: list[int], max_new_tokens: int) -> list[int]:
-    ids = torch.tensor([prompt])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=max_new_tokens,
-                         min_new_tokens=0, eos_token_id=None, pad_token_id=0)
-    return out[0, len(prompt):].tolist()
-
-
-PROMPTS = [
-    [5, 6, 7, 8, 9, 10, 5, 6, 7],
-    [42],
-    [3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50, 28, 84, 19, 71, 69, 39, 93, 75, 10],
-]
-
+    # Tiny models run fastest on one thread: OpenMP's fork/join costs more than their matmuls (7x here at 2 threads).
+    torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def verifier() -> GPT2LMHeadModel:
+    from tests.tiny_models import tiny_gpt2
+
     return tiny_gpt2(n_layer=2, n_embd=64, seed=0)
 
 
 @pytest.fixture(scope="session")
 def random_draft() -> GPT2LMHeadModel:
+    from tests.tiny_models import tiny_gpt2
+
     return tiny_gpt2(n_layer=1, n_embd=32, seed=1)
 
 
 @pytest.fixture(scope="session")
 def identical_draft(verifier: GPT2LMHeadModel) -> torch.nn.Module:
+    from tests.tiny_models import clone_weights
+
     return clone_weights(verifier)
 
 

@@ -7,7 +7,7 @@ import torch
 
 import specperf
 from specperf.bench.audit import audit_drafter, audit_model_draft, replay_blocks
-from tests.conftest import PROMPTS, clone_weights
+from tests.tiny_models import PROMPTS, clone_weights
 
 
 @pytest.fixture(scope="module")

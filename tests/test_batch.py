@@ -13,8 +13,8 @@ import specperf
 from specperf.engine import batch as batch_module
 from specperf.engine.batch import decode_batch
 from specperf.errors import ConfigError, ContextLengthError
-from tests.conftest import clone_weights, tiny_llama
 from tests.test_sampling import N_SAMPLES, PROMPT, V, chi_square, chi_square_critical, exact_joint
+from tests.tiny_models import clone_weights, tiny_llama
 
 # Very different lengths: 1 token to 70, repetitive ones that prompt lookup can use, and random ones.
 LONG = [(7 * i) % 89 + 2 for i in range(70)]

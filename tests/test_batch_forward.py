@@ -21,8 +21,8 @@ from specperf.engine import batch_cache
 from specperf.engine.batch import decode_batch
 from specperf.engine.batch_cache import BatchState, Slots, left_padded
 from specperf.engine.forward import ModelForward
-from tests.conftest import tiny_gpt2
 from tests.test_batch import BATCH_PROMPTS, FIELDS, _noisy
+from tests.tiny_models import tiny_gpt2
 
 DEVICE = torch.device(os.environ.get("SPECPERF_TEST_DEVICE", "cpu"))
 

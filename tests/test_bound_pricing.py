@@ -15,7 +15,7 @@ from specperf.bench.block_walk import block_drafted
 from specperf.engine.cache import RollbackCache
 from specperf.engine.forward import ModelForward
 from specperf.records import CaseRecord, DecodeResult, RunContext, StepCosts, TimeSplit
-from tests.conftest import PROMPTS, tiny_gpt2
+from tests.tiny_models import PROMPTS, tiny_gpt2
 
 N_NEW = 40
 

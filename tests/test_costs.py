@@ -6,7 +6,7 @@ import pytest
 
 from specperf.engine.costs import WARMUP, ArmedProbe, Probe, probe_seconds
 from specperf.engine.forward import ModelForward, new_cache
-from tests.conftest import tiny_llama
+from tests.tiny_models import tiny_llama
 
 CONTEXT = (5, 6, 7, 8, 9, 10, 11, 12)
 
@@ -60,7 +60,7 @@ def _meter(monkeypatch, prompts: list[list[int]], max_new_tokens: int = 64):
 
     from specperf.bench import measure
     from specperf.config import parse_config
-    from tests.conftest import tiny_gpt2
+    from tests.tiny_models import tiny_gpt2
 
     seen: list[list[Probe]] = []
     rounds: list[int] = []

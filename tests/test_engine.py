@@ -9,7 +9,7 @@ import torch
 
 import specperf
 from specperf import ModelDrafter, PromptLookupDrafter
-from tests.conftest import PROMPTS, clone_weights, hf_greedy, tiny_gpt2, tiny_llama
+from tests.tiny_models import PROMPTS, clone_weights, hf_greedy, tiny_gpt2, tiny_llama
 
 N_NEW = 24
 

@@ -18,7 +18,6 @@ from specperf.bench.suite import SuiteBench
 from specperf.config import parse_config
 from specperf.config.cases import build_cases
 from specperf.errors import ConfigError
-from tests.conftest import PROMPTS, VOCAB, clone_weights
 from tests.helpers import PERF_TESTS, ROOT, SUITE
 from tests.plugins import inject_faults
 from tests.plugins.inject_faults import (
@@ -30,6 +29,7 @@ from tests.plugins.inject_faults import (
     slow_down,
     speed_up,
 )
+from tests.tiny_models import PROMPTS, VOCAB, clone_weights
 
 
 def test_unset_injects_nothing(monkeypatch):

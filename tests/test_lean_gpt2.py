@@ -20,7 +20,7 @@ from specperf.engine.forward import ModelForward, new_cache
 from specperf.engine.lean_gpt2 import LeanGPT2
 from specperf.errors import ConfigError
 from specperf.records import DecodeResult
-from tests.conftest import PROMPTS, clone_weights, tiny_gpt2, tiny_llama
+from tests.tiny_models import PROMPTS, clone_weights, tiny_gpt2, tiny_llama
 
 DEVICE = torch.device(os.environ.get("SPECPERF_TEST_DEVICE", "cpu"))
 

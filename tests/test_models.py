@@ -9,7 +9,7 @@ import specperf
 from specperf.bench.models import check_same_tokenizer, load_model, resolve_device
 from specperf.config import EMBEDDED_MODELS
 from specperf.data import apply_slice, fit_prompts, load_records
-from tests.conftest import tiny_gpt2
+from tests.tiny_models import tiny_gpt2
 
 FAMILY = [f"embedded:{name}" for name in EMBEDDED_MODELS]
 

@@ -15,8 +15,8 @@ import specperf
 from specperf.bench.audit import AuditMismatch, check_counters, model_walk, walk_audit
 from specperf.bench.block_walk import BlockRule, count_blocks, fewest_near_ties
 from specperf.precision import NEAR_TIE_STEPS, dtype_step, is_near_tie, margin_steps, tolerance_steps
-from tests.conftest import PROMPTS, VOCAB, clone_weights, tiny_gpt2
 from tests.plugins.inject_faults import CorruptingDrafter
+from tests.tiny_models import PROMPTS, VOCAB, clone_weights, tiny_gpt2
 
 # =========================================================================== the rule
 

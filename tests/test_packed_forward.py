@@ -13,7 +13,7 @@ import torch
 from specperf import ModelDrafter, decode, decode_batch
 from specperf.engine.forward import ModelForward, new_cache
 from specperf.engine.lean_gpt2 import LeanGPT2, PackedGPT2
-from tests.conftest import PROMPTS, tiny_gpt2, tiny_llama
+from tests.tiny_models import PROMPTS, tiny_gpt2, tiny_llama
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this torch has no MKL")
 
