@@ -78,6 +78,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     is a minute; whole modules balance two workers badly), a fast module's tests are one unit (their module
     fixtures made once). Slow units go first, so the long ones start early and the short ones even out the end."""
     for item in items:
+        if not item.config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: no groups to hand out
+            break
         shared = [name for name in SHARED_SETUP if name in getattr(item, "fixturenames", ())]
         if shared:
             _group(item, shared[0])
