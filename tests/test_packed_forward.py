@@ -1,4 +1,4 @@
-"""The packed forward (``forward: packed``): the lean GPT-2 forward on weights packed for MKL's sgemm.
+"""The packed forward (``forward: packed``): the lean GPT-2 forward with oneDNN matmuls on prepacked weights.
 
 Not bitwise transformers' logits, so these tests bound the difference, and check exactly what the engine relies on:
 one row's logits do not depend on how many rows a call carries, so speculative decoding, batched or not, emits the
@@ -15,7 +15,7 @@ from specperf.engine.forward import ModelForward, new_cache
 from specperf.engine.lean_gpt2 import LeanGPT2, PackedGPT2
 from tests.tiny_models import PROMPTS, tiny_gpt2, tiny_llama
 
-pytestmark = pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="this torch has no MKL")
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
 
 
 def _prefill(run: ModelForward, ids: torch.Tensor) -> torch.Tensor:
@@ -48,6 +48,17 @@ def test_a_row_computes_the_same_alone_and_in_a_batch(verifier: torch.nn.Module)
     together = _prefill(run, ids)
     for row in range(ids.shape[0]):
         assert torch.equal(_prefill(run, ids[row : row + 1])[0], together[row])
+
+
+def test_a_one_row_call_computes_what_the_row_does_among_others() -> None:
+    """A batch-1 decode step's products carry one row: oneDNN runs one row on another kernel, so the forward runs it
+    as two. One token alone gives the logits it gives in a batch of eight one-token prompts. The embedded verifier's
+    width: at its 1536-wide MLP projection oneDNN's one-row sums differ in the last bits (AMD EPYC, torch 2.13)."""
+    run = ModelForward(tiny_gpt2(n_layer=1, n_embd=384, seed=5), "packed")
+    ids = torch.tensor([[token] for token in PROMPTS[2][:8]])  # (8, 1)
+    together = _prefill(run, ids)  # (8, 1, V)
+    for row in range(ids.shape[0]):
+        assert torch.equal(_prefill(run, ids[row : row + 1])[0], together[row]), row
 
 
 def test_a_weight_written_in_place_is_packed_again() -> None:

@@ -18,8 +18,8 @@ SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 DEFAULT_CONFIG_PATH = SUITES_DIR / "embedded.yaml"
 
 DTYPES = ("float32", "float16", "bfloat16")
-# how specperf runs a model forward: its lean GPT-2 forward where the model is one (packed: on MKL-packed weights for
-# float32 on the CPU), or always transformers'
+# how specperf runs a model forward: its lean GPT-2 forward where the model is one (packed: oneDNN matmuls on
+# prepacked weights, for float32 on the CPU), or always transformers'
 FORWARDS = ("lean", "packed", "transformers")
 DRAFTERS = ("model", "prompt-lookup")
 ENGINES = ("specperf", "hf", "vllm", "server")

@@ -34,8 +34,8 @@ def new_cache() -> RollbackCache:
 class ModelForward:
     """A causal LM and the forward the engine runs it with: ``"lean"``, the lean GPT-2 forward where the model
     supports it (bitwise the same logits, a fraction of transformers' per-call overhead), else transformers';
-    ``"packed"``, the lean forward with its linear layers on weights packed for MKL where the model is a float32
-    GPT-2 on the CPU (not bitwise transformers', see :class:`~specperf.engine.lean_gpt2.PackedGPT2`), else as
+    ``"packed"``, the lean forward with its linear layers as oneDNN matmuls on prepacked weights where the model is
+    a float32 GPT-2 on the CPU (not bitwise transformers', see :class:`~specperf.engine.lean_gpt2.PackedGPT2`), else as
     ``"lean"``; or ``"transformers"``, always transformers' own.
 
     The model is checked, and its lean forward built, once, here: hooks or swapped modules inside it keep transformers'

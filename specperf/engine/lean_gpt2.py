@@ -12,8 +12,8 @@ cache (``cache.update``), so rollback and every cache consumer are unchanged. Mo
 :func:`supports_lean`: cross attention, hooks or swapped modules, quantizers) keep transformers' forward. Which
 forward a model runs is chosen by :class:`specperf.engine.forward.ModelForward`, which holds the lean forward it builds.
 
-:class:`PackedGPT2` (``forward: packed``) is the one exception to "the same kernels": it runs the linear layers on
-weights packed for MKL, so its logits are close to transformers' but not bitwise equal.
+:class:`PackedGPT2` (``forward: packed``) is the one exception to "the same kernels": it runs the linear layers as
+oneDNN matmuls on prepacked weights, so its logits are close to transformers' but not bitwise equal.
 """
 
 from __future__ import annotations
@@ -143,23 +143,35 @@ class LeanGPT2(torch.nn.Module):
 
 
 class _Packed(NamedTuple):
-    """One weight packed for MKL's packed sgemm, and what it was packed from (to see when that changes)."""
+    """One weight prepacked for oneDNN's matmul, and what it was packed from (to see when that changes)."""
 
     packed: torch.Tensor
     source: torch.Tensor  # the (out, in) weight in torch.nn.Linear's layout: a view of the model's own
     version: int  # source._version when packed: an in-place write to the weight bumps it
 
 
-# The row count weights are packed for. MKL's packed product runs at any row count once packed; this one was the
-# fastest of 1, 8 and 32 for the embedded verifier's shapes at one thread.
+# The row count weights are packed for (a hint: a packed weight serves any row count).
 _PACK_ROWS = 32
+# oneDNN runs a one-row product on another kernel, whose sums differ in the last bits from the same row's in a
+# call of two or more; a one-row call therefore runs as two rows (the row twice) and keeps the first.
+_MIN_ROWS = 2
+
+
+# GPT-2's activations that are the tanh approximation of GELU, which transformers' NewGELUActivation composes from
+# six elementwise ops; the packed forward runs them as torch's one fused kernel (as vLLM runs its fused gelu_new).
+_TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh")
+
+
+def _tanh_gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
 
 
 class PackedGPT2(LeanGPT2):
-    """The lean GPT-2 forward with every linear layer run as MKL's packed sgemm (``torch.ops.mkl._mkl_linear``)
-    on weights packed once, as vLLM's CPU backend runs its linear layers on weights prepacked for oneDNN.
+    """The lean GPT-2 forward with every linear layer run as oneDNN's matmul (``torch.ops.mkldnn._linear_pointwise``)
+    on weights prepacked once (``torch.ops.mkldnn._reorder_linear_weight``), as vLLM's CPU backend runs its linear
+    layers (``onednn_mm`` on weights prepacked at load).
 
-    For float32 models on the CPU where torch has MKL (see :func:`supports_packed`). Its logits are not bitwise
+    For float32 models on the CPU where torch has oneDNN (see :func:`supports_packed`). Its logits are not bitwise
     transformers' (the products sum in another order; tests/test_packed_forward.py bounds the difference), but one
     row's logits do not depend on how many rows a call carries, so a batched row, a verified block and the
     verifier-only baseline compute the same numbers. A weight written in place, or replaced, is packed again at its
@@ -169,35 +181,40 @@ class PackedGPT2(LeanGPT2):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__(model)
         self._packs: dict[int, _Packed] = {}
+        if self.config.activation_function in _TANH_GELUS:  # one fused kernel for transformers' six elementwise ops
+            self._blocks = tuple(block._replace(act=_tanh_gelu) for block in self._blocks)
 
     def _pack(self, module: Any, weight: torch.Tensor) -> _Packed:
         """``module``'s packed weight, packing it again if the weight changed since. weight: (out, in)."""
         pack = self._packs.get(id(module))
         if pack is None or pack.source.data_ptr() != weight.data_ptr() or pack.version != weight._version:
             with torch.no_grad():
-                packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.detach(), _PACK_ROWS)
+                packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _PACK_ROWS)
             pack = _Packed(packed, weight, weight._version)
             self._packs[id(module)] = pack
         return pack
 
-    def _mkl(self, module: Any, weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    def _matmul(self, module: Any, weight: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) @ weight.T + bias through ``module``'s packed weight -> (..., out)."""
         pack = self._pack(module, weight)
-        rows = x.reshape(-1, x.shape[-1])  # (B*n, in)
-        out = torch.ops.mkl._mkl_linear(rows, pack.packed, pack.source, bias, rows.shape[0])  # (B*n, out)
-        return out.view(*x.shape[:-1], out.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])  # (R, in), R = B*n
+        count = rows.shape[0]
+        if count < _MIN_ROWS:
+            rows = rows.expand(_MIN_ROWS, -1).contiguous()  # (2, in): the row twice
+        out = torch.ops.mkldnn._linear_pointwise(rows, pack.packed, bias, "none", [], "")  # (max(R, 2), out)
+        return out[:count].view(*x.shape[:-1], out.shape[-1])  # (..., out)
 
     def _linear(self, module: Any, x: torch.Tensor) -> torch.Tensor:
-        return self._mkl(module, module.weight.t(), module.bias, x)  # Conv1D stores (in, out)
+        return self._matmul(module, module.weight.t(), module.bias, x)  # Conv1D stores (in, out)
 
     def _head(self, h: torch.Tensor, head: torch.nn.Linear) -> torch.Tensor:
-        return self._mkl(head, head.weight, None, h)
+        return self._matmul(head, head.weight, None, h)
 
 
 def supports_packed(model: torch.nn.Module) -> bool:
     """Whether :class:`PackedGPT2` runs ``model``: it supports the lean forward and is a float32 model on the CPU,
-    with a torch built with MKL."""
-    return cpu_float32(model) and torch.backends.mkl.is_available() and supports_lean(model)
+    with a torch built with oneDNN."""
+    return cpu_float32(model) and torch.backends.mkldnn.is_available() and supports_lean(model)
 
 
 def cpu_float32(model: torch.nn.Module) -> bool:
