@@ -73,13 +73,13 @@ SHARED_SETUP = ("bench_json", "cpu_run", "embedded_setup", "seed_run", "pytest_o
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The units xdist hands out, and their order. Every other slow test is a unit of its own (one A/B session alone
     is a minute; whole modules balance two workers badly), a fast module's tests are one unit (their module
-    fixtures made once). Slow units go first, so the long ones start early and the short ones even out the end."""
-    for item in items:
-        if not item.config.pluginmanager.hasplugin("xdist"):  # -p no:xdist: no groups to hand out
-            break
+    fixtures made once). Slow units go first, so the long ones start early and the short ones even out the end.
+    Without xdist (-p no:xdist) there are no groups to hand out."""
+    grouped = items if config.pluginmanager.hasplugin("xdist") else []
+    for item in grouped:
         shared = [name for name in SHARED_SETUP if name in getattr(item, "fixturenames", ())]
         if shared:
             _group(item, shared[0])

@@ -171,11 +171,11 @@ class PackedGPT2(LeanGPT2):
     on weights prepacked once (``torch.ops.mkldnn._reorder_linear_weight``), as vLLM's CPU backend runs its linear
     layers (``onednn_mm`` on weights prepacked at load).
 
-    For float32 models on the CPU where torch has oneDNN (see :func:`supports_packed`). Its logits are not bitwise
-    transformers' (the products sum in another order; tests/test_packed_forward.py bounds the difference), but one
-    row's logits do not depend on how many rows a call carries, so a batched row, a verified block and the
-    verifier-only baseline compute the same numbers. A weight written in place, or replaced, is packed again at its
-    next use.
+    For float32 models on the CPU where torch has oneDNN (see :func:`supports_packed`). GPT-2's tanh GELU runs as
+    torch's fused kernel. Its logits are not bitwise transformers' (the products sum in another order, the GELU is
+    computed in one kernel; tests/test_packed_forward.py bounds the difference), but one row's logits do not depend
+    on how many rows a call carries, so a batched row, a verified block and the verifier-only baseline compute the
+    same numbers. A weight written in place, or replaced, is packed again at its next use.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
